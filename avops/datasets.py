@@ -1,0 +1,60 @@
+"""Published table sets: content-addressed Parquet tables named by a manifest.
+
+An asset partition's output is a manifest (JSON in the object store) that lists its
+tables by sha256; a small ref file points at the current manifest and is replaced
+atomically. Readers resolve the ref once and then only read immutable objects, so a
+concurrent rebuild can never show them a half-written table.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from avops.store import ObjectStore, atomic_write_json, parquet_bytes
+
+
+@dataclass(frozen=True)
+class Manifest:
+    digest: str
+    body: dict
+
+    @property
+    def tables(self) -> dict[str, dict]:
+        return self.body["tables"]
+
+
+def ref_path(refs_root: Path, key: str, partition: str) -> Path:
+    return refs_root / key / f"{partition}.json"
+
+
+def publish(store: ObjectStore, refs_root: Path, key: str, partition: str, tables: dict[str, pa.Table], extra: dict) -> Manifest:
+    """Store each table, then the manifest, then move the ref (the only mutable write)."""
+    entries = {}
+    for name, table in sorted(tables.items()):
+        digest = store.put_bytes(parquet_bytes(table))
+        entries[name] = {"sha256": digest, "rows": table.num_rows, "columns": table.column_names}
+    body = {"asset": key, "partition": partition, "tables": entries, "created_at": time.time(), **extra}
+    digest = store.put_json(body)
+    atomic_write_json(ref_path(refs_root, key, partition), {"manifest": digest})
+    return Manifest(digest, body)
+
+
+def current(store: ObjectStore, refs_root: Path, key: str, partition: str) -> Manifest | None:
+    ref = ref_path(refs_root, key, partition)
+    if not ref.exists():
+        return None
+    digest = json.loads(ref.read_text())["manifest"]
+    return Manifest(digest, store.get_json(digest))  # type: ignore[arg-type]
+
+
+def read_table(store: ObjectStore, manifest: Manifest, name: str) -> pa.Table:
+    entry = manifest.tables.get(name)
+    if entry is None:
+        raise KeyError(f"{manifest.body['asset']}[{manifest.body['partition']}] has no table {name!r}; it has {sorted(manifest.tables)}")
+    return pq.read_table(store.path(entry["sha256"]))

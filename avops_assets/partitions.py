@@ -1,0 +1,6 @@
+"""Partitions: one per vehicle cohort, added at run time from the fleet registry and the landing zone."""
+
+import dagster as dg
+
+COHORTS = "cohorts"
+cohort_partitions = dg.DynamicPartitionsDefinition(name=COHORTS)
