@@ -52,10 +52,13 @@ def demo_command(profile: str, cohorts: tuple[str, ...]) -> None:
         for cohort in selected:
             bar.update(task, note=cohort)
             t0 = time.monotonic()
-            result = job.execute_in_process(partition_key=cohort, instance=instance, raise_on_error=False)
+            result = job.execute_in_process(
+                partition_key=cohort, instance=instance, raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            )
             mats = result.get_asset_materialization_events()
             checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-            passed = sum(bool(e.event_specific_data.evaluation.passed) for e in checks)
+            passed = sum(bool(e.event_specific_data.passed) for e in checks)
             status = "[green]success[/]" if result.success else "[red]failed[/]"
             if not result.success:
                 failed.append(cohort)

@@ -71,6 +71,7 @@ class _MessagePlan:
     length: int
     signals: tuple[_SignalPlan, ...]  # multiplexers always before the signals they select
     is_mux_parent: frozenset[int]
+    column_order: tuple[int, ...]  # output columns in the DBC's (cantools') signal order
 
 
 def _signal_plan(sig: cantools.database.can.Signal, mux_parent: int) -> _SignalPlan:
@@ -139,7 +140,10 @@ def _message_plan(msg: cantools.database.can.Message) -> _MessagePlan:
         index[sig.name] = len(plans)
         plans.append(_signal_plan(sig, parent))
     parents = frozenset(p.mux_parent for p in plans if p.mux_parent >= 0)
-    return _MessagePlan(name=msg.name, length=int(msg.length), signals=tuple(plans), is_mux_parent=parents)
+    order = tuple(index[s.name] for s in msg.signals if s.name in index)
+    return _MessagePlan(
+        name=msg.name, length=int(msg.length), signals=tuple(plans), is_mux_parent=parents, column_order=order
+    )
 
 
 class VectorizedDecoder:
@@ -239,84 +243,101 @@ class VectorizedDecoder:
         words: np.ndarray,
         timestamp: np.ndarray,
     ) -> pa.Table:
-        k = rows.size
-        n_words = words.shape[1]
-        le_words: dict[int, np.ndarray] = {}
-        be_words: dict[int, np.ndarray] = {}
-
-        def word_le(j: int) -> np.ndarray:
-            w = le_words.get(j)
-            if w is None:
-                if j >= n_words:  # beyond the batch width: no frame has these bytes (nulled below)
-                    w = np.zeros(k, np.uint64)
-                elif n_words == 1:
-                    w = np.take(words.reshape(-1), rows)
+        payload = _Words(words, rows)
+        columns: list[pa.Array | None] = [None] * len(plan.signals)
+        active: dict[int, np.ndarray | None] = {}  # multiplexer index -> frames where it is itself present
+        selector: dict[int, np.ndarray] = {}  # multiplexer index -> its value per frame
+        # Random payload bits make signalling NaNs/infs in float signals: values, not errors.
+        with np.errstate(invalid="ignore", over="ignore"):
+            for i, sig in enumerate(plan.signals):
+                number = _raw_number(sig, payload)
+                if sig.scale == 1.0 and sig.offset == 0.0:
+                    phys = number.astype(np.float64)
                 else:
-                    w = words[rows, j]
-                le_words[j] = w
-            return w
+                    phys = np.multiply(number, sig.scale, dtype=np.float64)
+                    if sig.offset:
+                        phys += sig.offset
+                act = None
+                if sig.mux_parent >= 0:
+                    values = selector[sig.mux_parent]
+                    hit = values == sig.mux_ids[0] if len(sig.mux_ids) == 1 else np.isin(values, sig.mux_ids)
+                    parent = active[sig.mux_parent]
+                    act = hit if parent is None else parent & hit
+                if sig.needed_bytes > plan.length:  # reaches past the DBC length: only where the frame has it
+                    covered = dlc >= sig.needed_bytes
+                    act = covered if act is None else act & covered
+                if i in plan.is_mux_parent:
+                    active[i] = act
+                    selector[i] = _selector(sig, number, phys)
+                columns[i] = pa.array(phys) if act is None else pa.array(phys, mask=~act)
+        return pa.Table.from_arrays(
+            [pa.array(timestamp[rows])] + [columns[i] for i in plan.column_order],
+            names=["timestamp"] + [plan.signals[i].name for i in plan.column_order],
+        )
 
-        def word_be(j: int) -> np.ndarray:
-            w = be_words.get(j)
-            if w is None:
-                w = word_le(j).byteswap()
-                be_words[j] = w
-            return w
 
-        columns: list[pa.Array] = [pa.array(timestamp[rows])]
-        names = ["timestamp"]
-        active: dict[int, np.ndarray | None] = {}
-        mux_value: dict[int, np.ndarray] = {}
-        for i, sig in enumerate(plan.signals):
-            # 1. raw bits as uint64
-            if sig.big_endian:
-                if sig.word2 < 0:
-                    raw = word_be(sig.word) >> np.uint64(sig.shift)
-                else:
-                    raw = word_be(sig.word) << np.uint64(64 - sig.shift)
-                    raw |= word_be(sig.word2) >> np.uint64(sig.shift)
+class _Words:
+    """One message's payloads as 64-bit words, gathered lazily and once per word index."""
+
+    def __init__(self, words: np.ndarray, rows: np.ndarray) -> None:
+        self._words = words  # (n, width/8) little-endian view of CanFrames.data
+        self._rows = rows
+        self._le: dict[int, np.ndarray] = {}
+        self._be: dict[int, np.ndarray] = {}
+
+    def le(self, j: int) -> np.ndarray:
+        """Bytes 8j..8j+7 as a little-endian integer (bit b of the payload = bit b-64j)."""
+        w = self._le.get(j)
+        if w is None:
+            if j >= self._words.shape[1]:  # past the batch width: no frame has these bytes (nulled later)
+                w = np.zeros(self._rows.size, np.uint64)
+            elif self._words.shape[1] == 1:
+                w = np.take(self._words.reshape(-1), self._rows)
             else:
-                raw = word_le(sig.word) >> np.uint64(sig.shift)
-                if sig.word2 >= 0:
-                    raw |= word_le(sig.word2) << np.uint64(64 - sig.shift)
-            if sig.length < 64:
-                raw &= sig.mask
-            # 2. raw number (int64/uint64/float) then physical float64
-            if sig.float_bits:
-                ftype = {16: (np.uint16, np.float16), 32: (np.uint32, np.float32), 64: (np.uint64, np.float64)}
-                utype, fdt = ftype[sig.float_bits]
-                number: np.ndarray = raw.astype(utype).view(fdt)
-            elif sig.signed:
-                if sig.length < 64:
-                    sign = np.uint64(1 << (sig.length - 1))
-                    raw ^= sign
-                    raw -= sign  # wraps modulo 2**64: two's complement sign extension
-                number = raw.view(np.int64)
-            else:
-                number = raw
-            if sig.scale == 1.0 and sig.offset == 0.0:
-                phys = number.astype(np.float64)
-            else:
-                phys = np.multiply(number, sig.scale, dtype=np.float64)
-                if sig.offset:
-                    phys += sig.offset
-            # 3. which frames carry this signal
-            act = active.get(sig.mux_parent) if sig.mux_parent >= 0 else None
-            if sig.mux_parent >= 0:
-                selector = mux_value[sig.mux_parent]
-                hit = selector == sig.mux_ids[0] if len(sig.mux_ids) == 1 else np.isin(selector, sig.mux_ids)
-                act = hit if act is None else act & hit
-            if sig.needed_bytes > plan.length:
-                covered = dlc >= sig.needed_bytes
-                act = covered if act is None else act & covered
-            if i in plan.is_mux_parent:
-                active[i] = act
-                # cantools selects with int(scaled value); for the usual scale 1/offset 0 that is the raw number.
-                if sig.float_bits or sig.scale != 1.0 or sig.offset != 0.0:
-                    with np.errstate(invalid="ignore"):
-                        mux_value[i] = np.nan_to_num(np.trunc(phys), nan=-1).astype(np.int64)
-                else:
-                    mux_value[i] = number.view(np.int64) if number.dtype == np.uint64 else number
-            columns.append(pa.array(phys) if act is None else pa.array(phys, mask=~act))
-            names.append(sig.name)
-        return pa.Table.from_arrays(columns, names=names)
+                w = self._words[self._rows, j]
+            self._le[j] = w
+        return w
+
+    def be(self, j: int) -> np.ndarray:
+        """Bytes 8j..8j+7 as a big-endian integer (Motorola position p = bit 63-(p-64j))."""
+        w = self._be.get(j)
+        if w is None:
+            w = self.le(j).byteswap()
+            self._be[j] = w
+        return w
+
+
+_FLOAT_VIEWS = {16: (np.uint16, np.float16), 32: (np.uint32, np.float32), 64: (np.uint64, np.float64)}
+
+
+def _raw_number(sig: _SignalPlan, payload: _Words) -> np.ndarray:
+    """The signal's raw value per frame: uint64, int64 (signed) or float (IEEE)."""
+    if sig.big_endian:
+        if sig.word2 < 0:
+            raw = payload.be(sig.word) >> np.uint64(sig.shift)
+        else:  # MSB part in the first word, LSB part in the next
+            raw = payload.be(sig.word) << np.uint64(64 - sig.shift)
+            raw |= payload.be(sig.word2) >> np.uint64(sig.shift)
+    else:
+        raw = payload.le(sig.word) >> np.uint64(sig.shift)
+        if sig.word2 >= 0:
+            raw |= payload.le(sig.word2) << np.uint64(64 - sig.shift)
+    if sig.length < 64:
+        raw &= sig.mask
+    if sig.float_bits:
+        utype, ftype = _FLOAT_VIEWS[sig.float_bits]
+        return raw.astype(utype).view(ftype)
+    if sig.signed:
+        if sig.length < 64:
+            sign = np.uint64(1 << (sig.length - 1))
+            raw ^= sign
+            raw -= sign  # wraps modulo 2**64: two's complement sign extension
+        return raw.view(np.int64)
+    return raw
+
+
+def _selector(sig: _SignalPlan, number: np.ndarray, phys: np.ndarray) -> np.ndarray:
+    """A multiplexer's value as cantools compares it: int() of the scaled value."""
+    if sig.float_bits or sig.scale != 1.0 or sig.offset != 0.0:
+        return np.nan_to_num(np.trunc(phys), nan=-1, posinf=-1, neginf=-1).astype(np.int64)
+    return number.view(np.int64) if number.dtype == np.uint64 else number

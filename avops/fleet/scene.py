@@ -194,7 +194,9 @@ def _place(
 ) -> tuple[float, float, float, float]:
     """Position and world velocity for one object of ``cls``; x biased towards the ego."""
     road = _ROADS[odd.road_type]
-    x = x_lo + (x_hi - x_lo) * float(rng.random()) ** 1.5
+    if cls in VRU_CLASSES:  # they matter most (and are only visible) close by
+        x_hi = min(x_hi, 40.0)
+    x = x_lo + (x_hi - x_lo) * float(rng.random()) ** 1.6
     vy = 0.0
     u = float(rng.random())
     rt = odd.road_type
@@ -485,7 +487,7 @@ _SHIRTS = np.array(
     np.float32,
 )
 _PANTS = np.array(
-    [[0.12, 0.15, 0.3], [0.07, 0.07, 0.08], [0.35, 0.35, 0.38], [0.6, 0.52, 0.38], [0.3, 0.2, 0.12]],
+    [[0.12, 0.15, 0.3], [0.07, 0.07, 0.08], [0.3, 0.4, 0.58], [0.62, 0.54, 0.38], [0.3, 0.2, 0.12]],
     np.float32,
 )
 _SKINS = np.array([[0.93, 0.75, 0.62], [0.8, 0.58, 0.42], [0.55, 0.37, 0.25], [0.35, 0.23, 0.16]], np.float32)
@@ -624,7 +626,7 @@ def _shade_pedestrian(s: np.ndarray, t: np.ndarray, width: float, height: float,
     lab[(ax < 0.19) & (z >= hip - 0.05) & (z < sh)] = SHIRT
     lab[(ax < 0.06) & (z >= sh) & (z < 0.86 * height)] = SKIN
     if side:
-        sw = 0.3 * math.sin(phase)
+        sw = 0.12 + 0.22 * abs(math.sin(phase))
         legs = _seg(x, z, (0.0, hip), (sw * hip, 0.0), 0.075) | _seg(x, z, (0.0, hip), (-sw * hip, 0.0), 0.075)
         arm = _seg(x, z, (0.0, sh - 0.05), (-0.6 * sw, hip + 0.05), 0.05)
         lab[arm] = SHIRT
@@ -661,12 +663,15 @@ def _shade_cyclist(s: np.ndarray, t: np.ndarray, width: float, height: float, si
         head = (x - 0.27) ** 2 + (z - (height - 0.13)) ** 2 < 0.12**2
     else:
         ax = np.abs(x)
-        lab[(ax < 0.05) & (z < 0.66)] = TYRE
-        lab[(ax < 0.3) & (z >= 0.95) & (z < 1.02)] = BODY  # handlebar
-        lab[(np.abs(ax - 0.1) < 0.06) & (z >= 0.3) & (z < 0.98)] = PANTS
-        lab[(ax < 0.2) & (z >= 0.95) & (z < height - 0.25)] = SHIRT
-        lab[(ax < 0.03) & (z > 0.42) & (z < 0.5)] = RLIGHT
-        head = x**2 + (z - (height - 0.13)) ** 2 < 0.12**2
+        lab[(ax < 0.3) & (z >= 0.97) & (z < 1.04)] = BODY  # handlebar
+        legs = (_seg(x, z, (-0.12, 0.98), (-0.17, 0.55), 0.07) | _seg(x, z, (-0.17, 0.55), (-0.1, 0.2), 0.06)
+                | _seg(x, z, (0.12, 0.98), (0.2, 0.78), 0.07) | _seg(x, z, (0.2, 0.78), (0.1, 0.48), 0.06))
+        lab[legs] = PANTS
+        lab[(ax < 0.075) & (z < 0.7)] = TYRE  # rear wheel seen edge-on
+        lab[(ax < 0.06) & (z > 0.46) & (z < 0.54)] = RLIGHT
+        lab[(ax < 0.19) & (z >= 0.98) & (z < height - 0.26)] = SHIRT  # back, leaning forward
+        lab[(ax >= 0.19) & (ax < 0.27) & (z >= 1.02) & (z < height - 0.3)] = SHIRT
+        head = x**2 + (z - (height - 0.16)) ** 2 < 0.12**2
     lab[head] = SKIN
     lab[head & (z > height - 0.11)] = HAIR  # helmet / hair
     return lab
@@ -691,6 +696,7 @@ class _Canvas:
         self.ids = np.full((size, size), -1, np.int16)
         self.em = np.zeros((size, size, 3), np.float32)
         self.has_em = False
+        self.selflit = np.zeros((size, size), bool)  # lit windows: bright at night, no bloom
 
     def paint(self, r0: int, r1: int, c0: int, c1: int, lab: np.ndarray, pal: np.ndarray,
               em: np.ndarray | None, depth: float | np.ndarray, oid: int) -> int:
@@ -805,7 +811,7 @@ def _draw_background(cv: _Canvas, g: _Geo, odd: Odd, lay: _Layout, ego_s: float)
         xw_c = xc + ego_s
         prof = 5.0 + 3.0 * np.sin(xw_c / 9.0 + phases[3]) + 2.5 * np.sin(xw_c / 4.3 + phases[4])
         m = valid[None, :] & (z >= 0) & (z < prof[None, :])
-        tex = 0.8 + 0.2 * np.sin(xw_c[None, :] * 1.7 + z * 2.3)
+        tex = 0.85 + 0.15 * np.sin(xw_c[None, :] * 0.9) * np.sin(z * 2.7 + xw_c[None, :] * 0.3)
         col = np.array([0.16, 0.3, 0.12], np.float32)
         if snow:
             col = np.array([0.45, 0.5, 0.47], np.float32)
@@ -841,8 +847,8 @@ def _draw_background(cv: _Canvas, g: _Geo, odd: Odd, lay: _Layout, ego_s: float)
         if odd.illumination != "day":
             wid = (np.floor(xw_c / 3.0).astype(np.int64)[None, :] * 7919 + np.floor(z / 3.2).astype(np.int64) * 104729)
             lit = win & m & (((wid * 2654435761) & 0xFFFF) < 0x5000) & (foot < 1.2)[None, :]
-            cv.em[lit] = np.array([0.9, 0.7, 0.35], np.float32) * (0.7 if odd.illumination == "night" else 0.35)
-            cv.has_em = True
+            cv.alb[lit] = (0.95, 0.75, 0.42)
+            cv.selflit |= lit
         # Street-light poles on both curbs.
         for yp in (-4.3, 5.3):
             for k in range(6):
@@ -914,14 +920,16 @@ def _draw_object(cv: _Canvas, g: _Geo, o: SceneObject, oid: int, odd: Odd, brake
     pal, em = _palette(o, odd, brake)
     vehicle = o.cls in ("car", "truck")
     if vehicle:
-        xn = o.x - ex / 2
-        if xn < NEAR_PLANE_M:
+        xn, xf = o.x - ex / 2, o.x + ex / 2
+        if xf < NEAR_PLANE_M + 0.3:
             return None
+        # A vehicle right beside the ego has its rear behind the camera: only
+        # the flank (clipped at the near plane) is in view.
+        xv = max(xn, NEAR_PLANE_M)
         front = o.vx < -0.05
-        u0, u1 = cx - f * (o.y + ey / 2) / xn, cx - f * (o.y - ey / 2) / xn
-        v0, v1 = cy + f * (h - o.height) / xn, cy + f * h / xn
-        box = [u0, v0, u1, v1]
-        xf = o.x + ex / 2
+        u0, u1 = cx - f * (o.y + ey / 2) / xv, cx - f * (o.y - ey / 2) / xv
+        v0, v1 = cy + f * (h - o.height) / xv, cy + f * h / xv
+        box: list[float] | None = [u0, v0, u1, v1] if xn >= NEAR_PLANE_M else None
         if shadow < 1.0:  # contact shadow on the road under the body
             sc0, sc1 = _span(u0 - 0.15 * (u1 - u0), u1 + 0.15 * (u1 - u0), S)
             sr0, sr1 = _span(cy + f * h / xf, v1 + 0.6, S)
@@ -935,7 +943,7 @@ def _draw_object(cv: _Canvas, g: _Geo, o: SceneObject, oid: int, odd: Odd, brake
         elif o.y + ey / 2 < -0.05:
             ys = o.y + ey / 2
         if ys is not None:  # visible flank: a vertical plane, columns map to depth
-            ua, ub = cx - f * ys / xn, cx - f * ys / xf
+            ua, ub = cx - f * ys / xv, cx - f * ys / xf
             lo_u, hi_u = min(ua, ub), max(ua, ub)
             top = min(v0, cy + f * (h - o.height) / xf)
             c0, c1 = _span(lo_u, hi_u, S)
@@ -949,16 +957,22 @@ def _draw_object(cv: _Canvas, g: _Geo, o: SceneObject, oid: int, odd: Odd, brake
                 lab = (_shade_car_side(s, t, o.length, o.height) if o.cls == "car"
                        else _shade_truck_side(s, t, o.length, o.height))
                 lab[(t < 0) | (t >= 1)] = -1
-                n += cv.paint(r0, r1, c0, c1, lab, pal, em, xc[None, :], oid)
-                box = [min(box[0], lo_u), min(box[1], top), max(box[2], hi_u), box[3]]
-        c0, c1 = _span(u0, u1, S)
-        r0, r1 = _span(v0, v1, S)
-        if c1 > c0 and r1 > r0:
-            s = ((g.uc[c0:c1] - u0) / (u1 - u0))[None, :]
-            t = ((v1 - g.vc[r0:r1]) / (v1 - v0))[:, None]
-            lab = (_shade_car_end(s, t, front) if o.cls == "car"
-                   else _shade_truck_end(s, t, front, o.height))
-            n += cv.paint(r0, r1, c0, c1, lab, pal, em, xn, oid)
+                flank = pal * np.float32(0.75)  # faces turned away from the light are darker
+                flank[[RLIGHT, FLIGHT]] = pal[[RLIGHT, FLIGHT]]
+                n += cv.paint(r0, r1, c0, c1, lab, flank, em, xc[None, :], oid)
+                fb = [lo_u, top, hi_u, v1]
+                box = fb if box is None else [min(box[0], lo_u), min(box[1], top), max(box[2], hi_u), box[3]]
+        if box is None:
+            return None
+        if xn >= NEAR_PLANE_M:
+            c0, c1 = _span(u0, u1, S)
+            r0, r1 = _span(v0, v1, S)
+            if c1 > c0 and r1 > r0:
+                s = ((g.uc[c0:c1] - u0) / (u1 - u0))[None, :]
+                t = ((v1 - g.vc[r0:r1]) / (v1 - v0))[:, None]
+                lab = (_shade_car_end(s, t, front) if o.cls == "car"
+                       else _shade_truck_end(s, t, front, o.height))
+                n += cv.paint(r0, r1, c0, c1, lab, pal, em, xn, oid)
         return (box[0], box[1], box[2], box[3]), n
     # VRUs and cones: a billboard at the object's centre, sideways when crossing.
     xb = o.x
@@ -1050,7 +1064,7 @@ def render_camera(
         d = np.minimum(cv.depth, 400.0)
         py = -(g.uc[None, :] - cx) * d / f
         pz = CAM_HEIGHT_M - (g.vc[:, None] - cy) * d / f
-        beam = (1.25 * np.exp(-((py / (d + 3.0)) / 0.42) ** 2) / (1.0 + (d / 24.0) ** 2)
+        beam = (1.05 * np.exp(-((py / (d + 3.0)) / 0.36) ** 2) / (1.0 + (d / 24.0) ** 2)
                 * np.exp(-np.maximum(pz - 1.2, 0.0) / 1.5))
         light = (0.05 if illum == "night" else 0.5) + beam * (1.0 if illum == "night" else 0.35)
         if odd.road_type == "urban":
@@ -1058,6 +1072,7 @@ def render_camera(
             pool = np.exp(-(dx / 6.0) ** 2) * (np.exp(-((py + 3.3) / 2.6) ** 2) + np.exp(-((py - 4.3) / 2.6) ** 2))
             light = light + pool * (0.55 if illum == "night" else 0.15)
         light[sky] = 1.0
+        light[cv.selflit] = 0.8
         img *= light[..., None]
     if weather == "rain":  # desaturated, darker tones
         lum = img.mean(axis=2, keepdims=True)
@@ -1151,7 +1166,7 @@ def render_lidar(
     rng: np.random.Generator,
     objects: Sequence[SceneObject],
     odd: Odd,
-    n_azimuth: int = 450,
+    n_azimuth: int = 360,
     ego_s: float | None = None,
 ) -> np.ndarray:
     """One sweep of a roof-mounted 16-beam spinning lidar: float32 (n, 4) x, y, z, intensity.
@@ -1182,7 +1197,7 @@ def render_lidar(
 
     down = d[:, 2] < 0
     tg = np.where(down, -LIDAR_HEIGHT_M / d[:, 2], np.inf)
-    gx, gy = tg * d[:, 0], tg * d[:, 1]
+    gx, gy = np.where(down, tg * d[:, 0], 0.0), np.where(down, tg * d[:, 1], 1e3)
     on_road = (gy >= road.road[0]) & (gy <= road.road[1])
     gi = np.where(on_road, 0.2 if snow else 0.08, 0.5 if snow else (0.18 if road.sidewalks else 0.25))
     for y0, hw, period, duty in road.markings:

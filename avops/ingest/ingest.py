@@ -277,7 +277,9 @@ def ingest_partition(
 
     out: dict[str, pa.Table] = {}
     if drive_rows:
-        out["drives"] = pa.Table.from_pylist(drive_rows)
+        # fixed column order and row order: the manifest must be a pure function of the inputs
+        rows = sorted(drive_rows, key=lambda r: r["drive_id"])
+        out["drives"] = pa.Table.from_pylist(rows).select(list(schemas.DRIVES.columns))
     for name, parts in per_table.items():
         table = pa.concat_tables(parts, promote_options="permissive")
         out[name] = table.sort_by([("drive_id", "ascending"), ("timestamp", "ascending")])

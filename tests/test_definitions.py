@@ -1,0 +1,28 @@
+import dagster as dg
+
+from avops_assets.definitions import MAIN_JOB, defs
+from avops_assets.partitions import COHORTS
+
+
+def test_definitions_load_and_describe_every_asset():
+    d = defs()
+    graph = d.resolve_asset_graph()
+    keys = graph.get_all_asset_keys()
+    assert dg.AssetKey(["ingest", "raw_drives"]) in keys
+    for key in keys:
+        node = graph.get(key)
+        assert node.description and len(node.description) > 40, f"{key} needs a description"
+        assert node.group_name == key.path[0], f"{key}: group must be its stage"
+        assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition)
+        assert node.partitions_def.name == COHORTS
+    checks = {k.name for k in graph.asset_check_keys}
+    assert {"stored_tables_match_digests", "tables_match_pandera_schemas", "can_signals_within_dbc_ranges"} <= checks
+    assert d.resolve_job_def(MAIN_JOB) is not None
+    assert d.resolve_sensor_def("landing_zone_sensor") is not None
+
+
+def test_blocking_checks_are_blocking():
+    graph = defs().resolve_asset_graph()
+    blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
+    assert {"stored_tables_match_digests", "tables_match_pandera_schemas"} <= blocking
+    assert "can_signals_within_dbc_ranges" not in blocking
