@@ -1015,7 +1015,8 @@ def _blur(a: np.ndarray, passes: int = 2) -> np.ndarray:
     return a
 
 
-_VISIBILITY_M = {"clear": 700.0, "rain": 220.0, "snow": 160.0}
+# Meteorological visibility; extinction sigma = 3 / V (Koschmieder, 5% contrast threshold).
+_VISIBILITY_M = {"clear": 2000.0, "rain": 600.0, "snow": 400.0}
 
 
 def render_camera(
@@ -1079,11 +1080,12 @@ def render_camera(
         img += (lum - img) * 0.3
 
     # Depth-dependent haze / fog: contrast falls with distance.
-    vis = float(rng.uniform(30.0, 60.0)) if weather == "fog" else _VISIBILITY_M[weather]
+    vis = float(rng.uniform(25.0, 70.0)) if weather == "fog" else _VISIBILITY_M[weather]
+    sigma_ext = 3.0 / vis
     fogc = {"day": (0.76, 0.77, 0.78), "dusk": (0.46, 0.43, 0.44), "night": (0.05, 0.05, 0.06)}[illum]
     if weather == "clear":
         fogc = tuple(0.5 * np.asarray(fogc) + 0.5 * np.asarray(img[max(0, g.hr - 2), S // 2]))
-    fog_amt = 1.0 - np.exp(-cv.depth / vis)
+    fog_amt = 1.0 - np.exp(-cv.depth * sigma_ext)
     fog_amt[sky] = 1.0 if weather == "fog" else 0.0
     fogimg = np.broadcast_to(np.asarray(fogc, np.float32), img.shape).copy()
     if weather == "fog" and illum != "day":  # headlights light up the fog in front
@@ -1092,7 +1094,7 @@ def render_camera(
     img += (fogimg - img) * fog_amt[..., None]
 
     if cv.has_em:
-        em = cv.em * np.exp(-np.minimum(cv.depth, 1e4) / (1.5 * vis))[..., None]
+        em = cv.em * np.exp(-np.minimum(cv.depth, 1e4) * (sigma_ext / 1.5))[..., None]
         bloom = _blur(em, 3 if weather in ("fog", "rain") else 2)
         img += em * 0.8 + bloom * (1.6 if illum == "night" else 0.8)
 
