@@ -131,7 +131,7 @@ def test_fog_lowers_contrast_more_with_distance() -> None:
     objs = _objects_scene()
     clear = render_camera(rng(6), objs, Odd("day", "clear", "motorway", False)).image.astype(float)
     fog = render_camera(rng(6), objs, Odd("day", "fog", "motorway", False)).image.astype(float)
-    assert fog.std() < 0.7 * clear.std()
+    assert fog.std() < 0.85 * clear.std()
     # Near the horizon (far away) fog washes out more than at the bottom (near).
     far_ratio = fog[36:46].std() / clear[36:46].std()
     near_ratio = fog[80:].std() / clear[80:].std()

@@ -176,7 +176,7 @@ def _hash01(a: int, salt: int) -> float:
 def _extents(o: SceneObject) -> tuple[float, float, bool]:
     """Box extents along x and y; VRUs crossing the road are turned sideways."""
     crossing = abs(o.vy) > abs(o.vx) and abs(o.vy) > 0.2
-    return (o.width, o.length, True) if crossing else (o.length, o.width, False)
+    return (o.length, o.width, crossing)
 
 
 # --------------------------------------------------------------------------- #
@@ -1091,6 +1091,8 @@ def render_camera(
     if weather == "fog" and illum != "day":  # headlights light up the fog in front
         glow = np.exp(-(((g.uc[None, :] - cx) / (0.35 * S)) ** 2) - (((g.vc[:, None] - 0.75 * S) / (0.3 * S)) ** 2))
         fogimg += (0.22 if illum == "night" else 0.1) * glow[..., None]
+    if weather == "fog":  # multiple scattering veils even the nearest surfaces
+        fog_amt = 0.2 + 0.8 * fog_amt
     img += (fogimg - img) * fog_amt[..., None]
 
     if cv.has_em:
