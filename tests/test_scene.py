@@ -128,14 +128,20 @@ def test_night_is_darker_than_day() -> None:
 
 
 def test_fog_lowers_contrast_more_with_distance() -> None:
-    objs = _objects_scene()
-    clear = render_camera(rng(6), objs, Odd("day", "clear", "motorway", False)).image.astype(float)
-    fog = render_camera(rng(6), objs, Odd("day", "fog", "motorway", False)).image.astype(float)
+    near = car(6.0, y=3.5, track_id=1)
+    far = car(36.0, y=-3.75, vx=20.0, track_id=2, cls="truck")
+    clear_fr = render_camera(rng(6), [near, far], Odd("day", "clear", "motorway", False))
+    fog = render_camera(rng(6), [near, far], Odd("day", "fog", "motorway", False)).image.astype(float)
+    clear = clear_fr.image.astype(float)
     assert fog.std() < 0.85 * clear.std()
-    # Near the horizon (far away) fog washes out more than at the bottom (near).
-    far_ratio = fog[36:46].std() / clear[36:46].std()
-    near_ratio = fog[80:].std() / clear[80:].std()
-    assert far_ratio < near_ratio
+
+    def patch_std(img: np.ndarray, tid: int) -> float:
+        x0, y0, x1, y1 = clear_fr.boxes[clear_fr.track_ids.index(tid)].astype(int)
+        return float(img[y0:y1 + 1, x0:x1 + 1].std())
+
+    near_ratio = patch_std(fog, 1) / patch_std(clear, 1)
+    far_ratio = patch_std(fog, 2) / patch_std(clear, 2)
+    assert far_ratio < 0.5 and far_ratio < 0.7 * near_ratio
 
 
 def test_rain_darker_snow_brighter_ground() -> None:

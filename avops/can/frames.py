@@ -33,7 +33,7 @@ _DTYPES: dict[str, np.dtype] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous: compare columns explicitly
 class CanFrames:
     """A batch of raw CAN (or CAN FD) frames as column arrays.
 
@@ -68,6 +68,8 @@ class CanFrames:
                 raise ValueError(
                     f"CanFrames.{name} has {getattr(self, name).shape[0]} rows, timestamp has {n}"
                 )
+        if not self.data.flags.c_contiguous:  # the decoder views rows as 64-bit words
+            object.__setattr__(self, "data", np.ascontiguousarray(self.data))
         width = self.data.shape[1]
         if width not in (CLASSIC_MAX_LEN, CAN_FD_MAX_LEN):
             raise ValueError(f"CanFrames.data width must be 8 or 64, got {width}")
@@ -154,7 +156,8 @@ class CanFrames:
             if msg.is_error_frame or msg.is_remote_frame:
                 continue
             payload = bytes(msg.data)
-            if len(payload) != msg.dlc:
+            # Classic CAN allows DLC codes 9..15, all meaning 8 bytes.
+            if len(payload) != msg.dlc and not (not msg.is_fd and msg.dlc > 8 and len(payload) == 8):
                 raise ValueError(
                     f"message 0x{msg.arbitration_id:X} at t={msg.timestamp} has dlc {msg.dlc} "
                     f"but {len(payload)} data bytes"

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import can
 import numpy as np
+from can.io.asc import ASC_MESSAGE_REGEX
 from can.io.blf import BLFParseError
 
 from avops.can.frames import CAN_FD_MAX_LEN, CLASSIC_MAX_LEN, CanFrames
@@ -49,6 +50,7 @@ _MIN_EPOCH = 631152000.0  # 1990-01-01: BLF stores no start time before this (py
 _UTC = dt.timezone.utc
 
 # Reason codes, short and stable so ingest can branch on them.
+MISSING = "missing"
 EMPTY = "empty"
 NOT_A_CAN_LOG = "not_a_can_log"
 TRUNCATED = "truncated"
@@ -80,7 +82,7 @@ def read_can_log(path: str | Path) -> CanFrames:
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise CanLogError(path, NOT_A_CAN_LOG, "file not found") from None
+        raise CanLogError(path, MISSING, "file not found") from None
     if size == 0:
         raise CanLogError(path, EMPTY, "0 bytes")
     with path.open("rb") as fh:
@@ -148,7 +150,8 @@ def _read_blf(path: Path, size: int) -> CanFrames:
         if getattr(reader, "_tail", b""):
             raise CanLogError(path, TRUNCATED, "last BLF object is incomplete")
         if len(messages) > reader.object_count:
-            raise CanLogError(path, CORRUPT, f"{len(messages)} frames but the header counts {reader.object_count} objects")
+            detail = f"{len(messages)} frames but the header counts {reader.object_count} objects"
+            raise CanLogError(path, CORRUPT, detail)
     return _frames_or_corrupt(path, messages)
 
 
@@ -167,7 +170,9 @@ _ASC_TIMESTAMPED = re.compile(r"^\s*\d+\.\d+\s")
 # A line shaped like "<time> <channel> <id> ..." that python-can's frame regex rejects
 # is a damaged frame, not one of the other events ASC files contain (statistics, status...).
 _ASC_FRAMEISH = re.compile(r"^\s*\d+\.\d+\s+\d+\s+[0-9A-Fa-f]+x?\s", re.IGNORECASE)
-_ASC_HEADER = re.compile(r"^\s*(date\s|base\s|(no\s+)?internal\s+events|//|begin\s+triggerblock|end\s+triggerblock)", re.I)
+_ASC_HEADER = re.compile(
+    r"^\s*(date\s|base\s|(no\s+)?internal\s+events|//|begin\s+triggerblock|end\s+triggerblock)", re.I
+)
 
 
 _MONTH_NUMBERS = {m: i for i, m in enumerate(_MONTHS, 1)} | {"Mär": 3, "Mai": 5, "Okt": 10, "Dez": 12}
@@ -193,13 +198,11 @@ class _UtcAscReader(can.ASCReader):
 
 
 def _read_asc(path: Path) -> CanFrames:
+    raw = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        try:
-            text = path.read_text(encoding="latin-1")  # German month names in CANoe exports
-        except UnicodeDecodeError:
-            raise CanLogError(path, NOT_A_CAN_LOG, "not text") from None
+        text = raw.decode("latin-1")  # CANoe on German Windows writes "Mär", "Okt" in cp1252
     lines = text.splitlines()
     content = [(i, ln) for i, ln in enumerate(lines, 1) if ln.strip()]
     if not content or not re.match(r"^\s*(date\s|base\s|begin\s+triggerblock|//)", content[0][1], re.I):
@@ -215,17 +218,12 @@ def _read_asc(path: Path) -> CanFrames:
             continue
         if not _ASC_TIMESTAMPED.match(line):
             raise CanLogError(path, CORRUPT, f"line {lineno} is not an ASC event: {line[:60]!r}")
-        if _ASC_FRAMEISH.match(line) and not can.io.asc.ASC_MESSAGE_REGEX.match(line.strip()):
+        if _ASC_FRAMEISH.match(line) and not ASC_MESSAGE_REGEX.match(line.strip()):
             raise CanLogError(path, CORRUPT, f"line {lineno} looks like a damaged frame: {line[:60]!r}")
     try:
         messages = list(_UtcAscReader(io.StringIO(text), relative_timestamp=False))
     except Exception as exc:
         raise CanLogError(path, CORRUPT, f"{type(exc).__name__}: {exc}") from None
-    for msg in messages:
-        if not msg.is_remote_frame and not msg.is_error_frame and len(msg.data) != msg.dlc:
-            raise CanLogError(
-                path, CORRUPT, f"frame 0x{msg.arbitration_id:X} at {msg.timestamp:.6f} has {len(msg.data)} of {msg.dlc} bytes"
-            )
     return _frames_or_corrupt(path, messages)
 
 

@@ -176,7 +176,7 @@ def _hash01(a: int, salt: int) -> float:
 def _extents(o: SceneObject) -> tuple[float, float, bool]:
     """Box extents along x and y; VRUs crossing the road are turned sideways."""
     crossing = abs(o.vy) > abs(o.vx) and abs(o.vy) > 0.2
-    return (o.length, o.width, crossing)
+    return (o.width, o.length, True) if crossing else (o.length, o.width, False)
 
 
 # --------------------------------------------------------------------------- #
@@ -1115,7 +1115,7 @@ def render_camera(
         n = int(rng.integers(120, 260))
         rr = rng.integers(0, S - 1, n)
         cc = rng.integers(0, S - 1, n)
-        val = {"day": 0.97, "dusk": 0.7, "night": 0.5}[illum]
+        val = {"day": 0.97, "dusk": 0.65, "night": 0.32}[illum]
         img[rr, cc] = img[rr, cc] * 0.2 + 0.8 * val
         big = rng.random(n) < 0.2
         for dr, dc in ((0, 1), (1, 0), (1, 1)):

@@ -275,17 +275,20 @@ def _write_mcap(
         # Perception sensors share one evolving scene, ticked at the fastest sensor rate.
         tick = 1 / max(prof.camera_hz, prof.lidar_hz, prof.radar_hz)
         speed_mps = series["speed_kph"] / 3.6
+        travelled = np.cumsum(speed_mps) * 0.01  # metres, keeps roadside scenery consistent along the drive
+        layout_seed = zlib.crc32(drive_id.encode())
         objects = scene.sample_objects(rng, segments[0].odd)
         last = {"camera": -1, "lidar": -1, "radar": -1}
         frame_index = 0
         for step, t in enumerate(np.arange(0, prof.drive_seconds, tick)):
             seg = segment_at(segments, t)
-            ego = float(speed_mps[min(int(t / 0.01), len(speed_mps) - 1)])
+            k = min(int(t / 0.01), len(speed_mps) - 1)
+            ego, ego_s = float(speed_mps[k]), float(travelled[k])
             if step:
                 objects = scene.step_objects(objects, tick, ego, rng, seg.odd)
             if int(t * prof.camera_hz) != last["camera"]:
                 last["camera"] = int(t * prof.camera_hz)
-                cam = scene.render_camera(rng, objects, seg.odd)
+                cam = scene.render_camera(rng, objects, seg.odd, layout_seed=layout_seed, ego_s=ego_s)
                 img = CompressedImage(frame_id="camera_front", format="png", data=_png(cam.image))
                 img.timestamp.FromNanoseconds(ns(t))
                 messages.append((ns(t), chan[drivelog.TOPIC_CAMERA], img.SerializeToString()))
@@ -303,7 +306,7 @@ def _write_mcap(
                 frame_index += 1
             if int(t * prof.lidar_hz) != last["lidar"]:
                 last["lidar"] = int(t * prof.lidar_hz)
-                pts = scene.render_lidar(rng, objects, seg.odd).astype(np.float32)
+                pts = scene.render_lidar(rng, objects, seg.odd, ego_s=ego_s).astype(np.float32)
                 pc = PointCloud(
                     frame_id="lidar_top",
                     point_stride=16,
