@@ -274,7 +274,7 @@ def test_decode_logs_writes_one_sorted_parquet_per_message(tmp_path: Path) -> No
     out = tmp_path / "out"
     calls: list[tuple[int, int, str]] = []
     logs = [tmp_path / "a.blf", tmp_path / "b.asc"]
-    summary = decode_logs("opendbc:vw_mqb", logs, out, progress=lambda d, t, p: calls.append((d, t, p.name)))
+    summary = decode_logs("opendbc:vw_mqb", logs, out, progress=lambda p, d, t: calls.append((d, t, p.name)))
     assert isinstance(summary, DecodeSummary)
     assert calls == [(1, 2, "a.blf"), (2, 2, "b.asc")]
     assert summary.files_read == [tmp_path / "a.blf", tmp_path / "b.asc"]
@@ -290,7 +290,7 @@ def test_decode_logs_writes_one_sorted_parquet_per_message(tmp_path: Path) -> No
     for name, table in expected.tables.items():
         got = pq.read_table(out / f"{name}.parquet")
         assert got.column_names == ["timestamp"] + [s.name for s in db.get_message_by_name(name).signals]
-        assert summary.rows[name] == got.num_rows == table.num_rows
+        assert summary.rows_per_message[name] == got.num_rows == table.num_rows
         ts = got.column("timestamp").to_numpy()
         assert np.all(np.diff(ts) >= 0)
         assert np.allclose(ts, table.column("timestamp").to_numpy(), rtol=0, atol=1e-6)
@@ -317,5 +317,5 @@ def test_decode_logs_leaves_out_dir_alone_when_a_log_is_bad(tmp_path: Path) -> N
     assert [p.name for p in out.iterdir()] == ["ESP_21.parquet"]
     assert (out / "ESP_21.parquet").read_bytes() == b"previous run"
     summary = decode_logs("opendbc:vw_mqb", [tmp_path / "ok.blf"], out)
-    assert pq.read_table(out / "ESP_21.parquet").num_rows == summary.rows["ESP_21"]
+    assert pq.read_table(out / "ESP_21.parquet").num_rows == summary.rows_per_message["ESP_21"]
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

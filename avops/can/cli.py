@@ -19,8 +19,8 @@ from avops.can.dbc import dbc_path, dbc_sha256, load_dbc
 from avops.can.decode import VectorizedDecoder
 from avops.can.logs import read_can_log
 
-# progress(done, total, path): called after each log has been read and decoded.
-Progress = Callable[[int, int, Path], None]
+# progress(path, done, total): called after each log has been read and decoded.
+Progress = Callable[[Path, int, int], None]
 
 
 @dataclass
@@ -32,7 +32,7 @@ class DecodeSummary:
     files_read: list[Path] = field(default_factory=list)
     frames_read: int = 0
     frames_decoded: int = 0
-    rows: dict[str, int] = field(default_factory=dict)  # message name -> rows written
+    rows_per_message: dict[str, int] = field(default_factory=dict)  # message name -> rows written
     outputs: dict[str, Path] = field(default_factory=dict)  # message name -> parquet file
     unknown_ids: dict[int, int] = field(default_factory=dict)  # frame_id -> frames no DBC message matched
     frames_short: dict[str, int] = field(default_factory=dict)  # message -> frames shorter than the DBC length
@@ -69,7 +69,7 @@ def decode_logs(
         for name, count in result.frames_short.items():
             summary.frames_short[name] = summary.frames_short.get(name, 0) + count
         if progress is not None:
-            progress(done, len(logs), log)
+            progress(log, done, len(logs))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +80,7 @@ def decode_logs(
             table = table.take(pa.array(np.argsort(ts, kind="stable")))
         target = out_dir / f"{_safe_name(name)}.parquet"
         _write_atomic(table, target)
-        summary.rows[name] = table.num_rows
+        summary.rows_per_message[name] = table.num_rows
         summary.outputs[name] = target
     return summary
 

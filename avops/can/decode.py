@@ -42,7 +42,8 @@ class DecodeResult:
     # (physical value raw*scale+offset; enumerations as numbers); a multiplexed
     # signal that is not active in a frame is null there.
     tables: dict[str, pa.Table] = field(default_factory=dict)
-    unknown_ids: dict[int, int] = field(default_factory=dict)  # frame_id -> frames the DBC does not know
+    # frame_id (no extended flag) -> frames whose (id, extended) the DBC does not know
+    unknown_ids: dict[int, int] = field(default_factory=dict)
     frames_decoded: int = 0
     frames_short: dict[str, int] = field(default_factory=dict)  # message -> frames shorter than the DBC length
 
@@ -154,7 +155,9 @@ class VectorizedDecoder:
     multiplexer value is not in the DBC keeps its row with the multiplexed
     signals null (cantools raises); overlapping signals, which make cantools
     fail ("unpacking failed"), are each decoded from their own bits; a signal
-    reaching past the DBC length is null unless the frame's payload covers it.
+    reaching past the DBC length is null unless the frame's payload covers it;
+    a signal whose multiplexer is not flagged ``M`` in the DBC (a DBC defect
+    cantools answers by never decoding it) is selected by that signal's value.
     """
 
     def __init__(self, db: cantools.database.Database) -> None:
@@ -168,6 +171,8 @@ class VectorizedDecoder:
             key = int(msg.frame_id) | (EXTENDED_FLAG if msg.is_extended_frame else 0)
             by_key[key] = msg
         keys = sorted(by_key)
+        if len(keys) >= 0xFFFF:
+            raise ValueError("more than 65534 messages in one DBC are not supported")
         self._plans: list[_MessagePlan] = [_message_plan(by_key[k]) for k in keys]
         self._keys = np.array(keys, dtype=np.uint32)
         # Standard ids are looked up in a table; extended ids by binary search.
@@ -175,8 +180,6 @@ class VectorizedDecoder:
         for i, k in enumerate(keys):
             if k < 0x800:
                 self._std_lut[k] = i
-        if len(keys) >= 0xFFFF:
-            raise ValueError("more than 65534 messages in one DBC are not supported")
 
     @property
     def message_names(self) -> list[str]:

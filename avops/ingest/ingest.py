@@ -183,7 +183,8 @@ def ingest_file(path: Path, rel: Path, cohort: Cohort, store: ObjectStore, decod
         try:
             frames = read_can_log(path)
         except CanLogError as exc:
-            reason = exc.reason if exc.reason in ("empty", "truncated", "unsupported_format") else "not_the_declared_format"
+            reason = {"empty": "empty", "truncated": "truncated", "unsupported_format": "unsupported_format",
+                      "not_a_can_log": "not_the_declared_format"}.get(exc.reason, "corrupt")
             raise IngestError(path, reason, str(exc)) from exc
     tables.update(_decode_can(path, frames, decoder, drive_id, vehicle_id))
     times = [float(frames.timestamp.min()), float(frames.timestamp.max())] if len(frames) else []
