@@ -71,3 +71,13 @@ def quarantine(path: Path, landing_root: Path, quarantine_root: Path, error: Ing
     atomic_write_json(reason_file, record)  # the reason exists before the file disappears from landing
     os.replace(path, target)
     return Quarantined(str(rel), str(target), digest, error.reason, error.detail)
+
+
+def quarantine_records(quarantine_root: Path, cohort_id: str) -> list[dict]:
+    """Every reason record ever written for a cohort (quarantine is never emptied automatically)."""
+    import json
+
+    folder = quarantine_root / cohort_id
+    if not folder.exists():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(folder.rglob("*.reason.json"))]

@@ -4,6 +4,7 @@
 import dagster as dg
 
 from avops.ingest.ingest import ASSET_KEY, INGEST_VERSION, ingest_partition
+from avops.ingest.quarantine import quarantine_records
 from avops.ingest.report import odd_exposure_markdown, quarantine_markdown
 from avops_assets.partitions import cohort_partitions
 from resources import AvopsHome, FleetRegistryResource
@@ -50,6 +51,7 @@ def raw_drives(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: 
             "files_ingested": result.ingested,
             "files_reused_from_cache": result.reused,
             "files_quarantined": len(result.quarantined),
+            "files_in_quarantine_total": len(quarantine_records(home.quarantine, cohort.id)),
             "quarantined": dg.MetadataValue.md(quarantine_markdown(result.quarantined)),
             "input_sha256": dg.MetadataValue.json(result.inputs),
             "output_tables": dg.MetadataValue.json({n: {"sha256": t["sha256"], "rows": t["rows"]} for n, t in m.tables.items()}),
