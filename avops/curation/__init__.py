@@ -1,0 +1,1 @@
+"""The data engine: auto-labeling, selection, review, curated sets and collection campaigns."""

@@ -1,0 +1,1 @@
+"""Dataset versioning: one contract, an embedded backend and a lakeFS backend."""
