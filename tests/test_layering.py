@@ -27,4 +27,9 @@ def test_code_that_reads_real_data_never_depends_on_the_simulator():
     readers += list((ROOT / "avops_assets" / "defs").rglob("*.py")) + list((ROOT / "sensors").rglob("*.py")) + list((ROOT / "resources").rglob("*.py"))
     for p in readers:
         assert not any(n.startswith("avops.fleet") for n in _imports(p)), f"{p} imports the simulator"
-        assert "sim_truth" not in p.read_text() or p.name == "home.py", f"{p} reads simulator ground truth"
+        assert "sim_truth" not in p.read_text() or p.name in ("home.py", "reviewer_sim.py"), f"{p} reads simulator ground truth"
+
+
+def test_only_the_simulated_reviewer_reads_ground_truth_in_curation():
+    readers = [p.name for p in (ROOT / "avops" / "curation").rglob("*.py") if "sim_truth" in p.read_text()]
+    assert readers == ["reviewer_sim.py"]

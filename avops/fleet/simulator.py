@@ -17,7 +17,7 @@ import io
 import json
 import os
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
@@ -29,6 +29,7 @@ from PIL import Image
 
 from avops import drivelog
 from avops.can.logs import write_can_log
+from avops.curation.campaigns import Campaign
 from avops.fleet import scene
 from avops.fleet.can_bus import encode_bus
 from avops.fleet.odd import Segment, sample_segments, sample_start_hour, segment_at
@@ -113,23 +114,59 @@ def simulate_fleet(
     cohorts: list[str] | None = None,
     start_date: str | None = None,
     progress: Callable[[DriveResult], None] | None = None,
+    campaign: Campaign | None = None,
 ) -> SimulationReport:
-    """Simulate every vehicle of the selected cohorts into ``home.landing``."""
+    """Simulate every vehicle of the selected cohorts into ``home.landing``.
+
+    With a ``campaign``, only that campaign's cohort drives: each vehicle logs
+    ``drives_per_vehicle`` extra drives, after its planned ones, while the campaign's
+    ODD conditions hold (as a fleet's trigger-based logging would).
+    """
     prof = Profile.from_registry(registry, profile)
     seed = int(seed if seed is not None else registry.simulation.get("seed", 0))
     start_s = start_date or str(registry.simulation.get("start_date", "2026-01-01"))
     start = datetime.fromisoformat(start_s).replace(tzinfo=timezone.utc)
     report = SimulationReport()
+    if campaign is not None:
+        cohorts = [campaign.cohort]
     selected = [registry.cohort(c) for c in cohorts] if cohorts else list(registry.cohorts)
     for cohort in selected:
-        digest = _params_digest(seed, cohort, prof, start_s)
+        digest = _params_digest(seed, cohort, prof, start_s + (campaign.id if campaign else ""))
         for vi, vehicle_id in enumerate(cohort.vehicle_ids()):
-            for di, (when, wear) in enumerate(plan_drives(seed, cohort, vi, prof, start)):
-                result = simulate_drive(home, cohort, vi, vehicle_id, di, when, wear, prof, seed, digest)
+            plan = plan_drives(seed, cohort, vi, prof, start)
+            if campaign is None:
+                drives = [(di, when, wear, None) for di, (when, wear) in enumerate(plan)]
+            else:
+                last, wear = plan[-1]
+                drives = []
+                for k in range(campaign.drives_per_vehicle):
+                    target = campaign.targets[(vi + k) % len(campaign.targets)]
+                    when = last + timedelta(days=prof.days_between_drives * (k + 1), hours=1.5 * (k + 1))
+                    drives.append((1000 + k, when, wear, target.where))
+            for di, when, wear, where in drives:
+                result = simulate_drive(home, cohort, vi, vehicle_id, di, when, wear, prof, seed, digest, where)
                 report.drives.append(result)
                 if progress:
                     progress(result)
     return report
+
+
+def apply_conditions(segments: list[Segment], where: dict | None) -> list[Segment]:
+    """Force a campaign's ODD conditions onto a drive's segments."""
+    if not where:
+        return segments
+    out = []
+    for s in segments:
+        odd, vru = s.odd, s.vru_density
+        for key, value in where.items():
+            if key == "has_vru":
+                odd, vru = replace(odd, road_type="urban"), max(vru, 2.0)
+            elif key in ("illumination", "weather", "road_type", "roadworks"):
+                odd = replace(odd, **{key: value})
+            else:
+                raise KeyError(f"campaign condition {key!r} is not an ODD attribute the simulator knows")
+        out.append(Segment(s.t_start, s.t_end, odd, vru))
+    return out
 
 
 def drive_id_for(vehicle_id: str, when: datetime) -> str:
@@ -147,6 +184,7 @@ def simulate_drive(
     prof: Profile,
     seed: int,
     params_digest: str,
+    conditions: dict | None = None,
 ) -> DriveResult:
     fmt = cohort.logger_for(vehicle_index)
     drive_id = drive_id_for(vehicle_id, when)
@@ -160,7 +198,7 @@ def simulate_drive(
             pass
 
     rng = np.random.default_rng(_seed(seed, cohort.id, vehicle_index, drive_index, "drive"))
-    segments = sample_segments(rng, cohort.region, when, prof.drive_seconds)
+    segments = apply_conditions(sample_segments(rng, cohort.region, when, prof.drive_seconds), conditions)
     series, wear_after = simulate_signals(rng, segments, prof.drive_seconds, when, cohort.region, cohort.model_year, wear)
     t0 = when.timestamp()
     frames = encode_bus(rng, cohort.dbc_spec, series, t0)
@@ -172,6 +210,7 @@ def simulate_drive(
         "drive_id": drive_id,
         "format": fmt,
         "start": when.isoformat(),
+        "campaign_conditions": conditions,
         "duration_s": prof.drive_seconds,
         "wear_before": wear.to_dict(),
         "wear_after": wear_after.to_dict(),

@@ -21,6 +21,9 @@ REASONS = {
     "cohort_mismatch": "the log says it belongs to another cohort or vehicle than its landing path",
     "schema_validation": "decoded tables violate their pandera schema",
     "corrupt": "the file could not be decoded",
+    "openlabel_invalid": "the review return is not valid OpenLABEL 1.0 JSON",
+    "unknown_class": "a label uses a class that is not in the ontology",
+    "unknown_sample": "a review refers to a frame that does not exist in the cohort's drives",
 }
 
 

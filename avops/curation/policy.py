@@ -1,0 +1,78 @@
+"""The data-engine policy (``config/curation.yaml``) and ODD slice membership."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from avops.registry import project_root
+
+SLICE_FLAGS = ("night", "fog", "snow", "rain", "roadworks", "vru")
+
+
+@dataclass(frozen=True)
+class Slice:
+    name: str
+    where: dict
+    min_samples: int
+    target_samples: int
+
+    def mask(self, df: pd.DataFrame) -> pd.Series:
+        """Rows of ``df`` (with ODD columns and ``has_vru``) that belong to this slice."""
+        m = pd.Series(True, index=df.index)
+        for col, value in self.where.items():
+            if col not in df:
+                raise KeyError(f"slice {self.name!r} filters on {col!r}, which the table does not have")
+            m &= df[col] == value
+        return m
+
+
+@dataclass(frozen=True)
+class CurationPolicy:
+    raw: dict
+    slices: tuple[Slice, ...]
+
+    @property
+    def selection(self) -> dict:
+        return self.raw["selection"]
+
+    @property
+    def teacher(self) -> dict:
+        return self.raw["teacher"]
+
+    @property
+    def splits(self) -> dict:
+        return self.raw["splits"]
+
+    @property
+    def review(self) -> dict:
+        return self.raw.get("review", {})
+
+
+@lru_cache(maxsize=4)
+def load_policy(path: str | None = None) -> CurationPolicy:
+    p = Path(path) if path else project_root() / "config" / "curation.yaml"
+    raw = yaml.safe_load(p.read_text())
+    slices = tuple(Slice(n, dict(s["where"]), int(s.get("min_samples", 0)), int(s.get("target_samples", 0))) for n, s in raw["slices"].items())
+    return CurationPolicy(raw, slices)
+
+
+def quota_mask(df: pd.DataFrame, name: str) -> pd.Series:
+    """The rare-slice quotas of selection, by name."""
+    if name in ("night",):
+        return df["illumination"] == "night"
+    if name in ("fog", "snow", "rain"):
+        return df["weather"] == name
+    if name == "roadworks":
+        return df["roadworks"].astype(bool)
+    if name == "vru":
+        return df["has_vru"].astype(bool)
+    raise KeyError(f"unknown quota slice {name!r}; use one of {', '.join(SLICE_FLAGS)}")
+
+
+def coverage(df: pd.DataFrame, slices: tuple[Slice, ...]) -> dict[str, int]:
+    return {s.name: int(s.mask(df).sum()) for s in slices}
