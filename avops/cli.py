@@ -59,8 +59,11 @@ def fleet() -> None:
 @click.option("--start-date", default=None, help="First drive date (YYYY-MM-DD); later dates show seasonal drift.")
 @click.option("--registry", type=click.Path(exists=True, dir_okay=False), default=None, help="Fleet registry YAML.")
 @click.option("--home", type=click.Path(file_okay=False), default=None, help="AVOPS_HOME to write into.")
-def fleet_simulate(profile, seed, cohorts, start_date, registry, home) -> None:
+@click.option("--campaign", "campaign_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A collection campaign (campaigns/<cohort>/<id>.json): drive more in its ODD conditions.")
+def fleet_simulate(profile, seed, cohorts, start_date, registry, home, campaign_file) -> None:
     """Write simulated drive logs (MCAP, BLF, ASC, MF4) into the landing zone."""
+    from avops.curation.campaigns import Campaign
     from avops.fleet.simulator import Profile, simulate_fleet
     from avops.home import layout
     from avops.registry import RegistryError, load_registry
@@ -70,13 +73,18 @@ def fleet_simulate(profile, seed, cohorts, start_date, registry, home) -> None:
         prof = Profile.from_registry(reg, profile)
     except (RegistryError, KeyError) as exc:
         raise click.ClickException(str(exc)) from exc
-    selected = list(cohorts) or reg.cohort_ids
-    total = sum(reg.cohort(c).vehicle_count for c in selected) * prof.drives_per_vehicle
+    try:
+        campaign = Campaign.load(campaign_file) if campaign_file else None
+    except ValueError as exc:
+        raise click.ClickException(f"{campaign_file}: {exc}") from exc
+    selected = [campaign.cohort] if campaign else (list(cohorts) or reg.cohort_ids)
+    per_vehicle = campaign.drives_per_vehicle if campaign else prof.drives_per_vehicle
+    total = sum(reg.cohort(c).vehicle_count for c in selected) * per_vehicle
     lay = layout(home)
     with progress_bar() as bar:
         task = bar.add_task("simulating drives", total=total, note="")
         report = simulate_fleet(
-            reg, lay, profile=profile, seed=seed, cohorts=selected, start_date=start_date,
+            reg, lay, profile=profile, seed=seed, cohorts=selected, start_date=start_date, campaign=campaign,
             progress=lambda r: bar.update(task, advance=1, note=f"{r.drive_id}.{r.format}{' (exists)' if r.skipped else ''}"),
         )
     console.print(f"[green]{report.written} drive(s) written, {report.skipped} already present[/] in {lay.landing}")

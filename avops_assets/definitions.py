@@ -1,13 +1,14 @@
 """The avops code location: every asset, check, sensor and resource, assembled once."""
 
 
+import os
 from pathlib import Path
 
 import dagster as dg
 from dagster.components import load_from_defs_folder
 
 from avops_assets.partitions import cohort_partitions
-from resources import AvopsHome, FleetRegistryResource
+from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, ReviewTeam
 from sensors import landing_zone_sensor
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -19,7 +20,17 @@ main_job = dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all(), part
 
 def resources() -> dict[str, dg.ConfigurableResource]:
     """Embedded defaults; a deployment overrides them through environment variables."""
-    return {"avops_home": AvopsHome(), "fleet": FleetRegistryResource()}
+    env = os.environ
+    versioning = DatasetVersioning(
+        backend=env.get("AVOPS_DATASET_BACKEND", "embedded"),
+        repository=env.get("AVOPS_DATASET_REPOSITORY", "curated-sets"),
+        lakefs_endpoint=env.get("LAKEFS_ENDPOINT", ""),
+        access_key_id=env.get("LAKEFS_ACCESS_KEY_ID", ""),
+        secret_access_key=env.get("LAKEFS_SECRET_ACCESS_KEY", ""),
+        storage_namespace=env.get("LAKEFS_STORAGE_NAMESPACE", ""),
+    )
+    review = ReviewTeam(mode=env.get("AVOPS_REVIEW_MODE", "simulated"), delay_seconds=float(env.get("AVOPS_REVIEW_DELAY_S", "0")))
+    return {"avops_home": AvopsHome(), "fleet": FleetRegistryResource(), "dataset_versioning": versioning, "review_team": review}
 
 
 @dg.definitions

@@ -16,7 +16,9 @@ from avops_assets.instance import ensure_dagster_home
 @click.command("demo")
 @click.option("--profile", default="demo", show_default=True, help="Simulation profile (demo or full).")
 @click.option("--cohort", "cohorts", multiple=True, help="Only these cohorts (repeatable).")
-def demo_command(profile: str, cohorts: tuple[str, ...]) -> None:
+@click.option("--campaign-round/--no-campaign-round", default=True, show_default=True,
+              help="After the first pass, run one collection campaign and show the coverage it adds.")
+def demo_command(profile: str, cohorts: tuple[str, ...], campaign_round: bool) -> None:
     """Simulate a small fleet, then run the main job for every cohort on embedded defaults."""
     import dagster as dg
 
@@ -65,6 +67,8 @@ def demo_command(profile: str, cohorts: tuple[str, ...]) -> None:
             summary.add_row(cohort, result.run_id[:8], status, str(len(mats)), f"{passed}/{len(checks)}", f"{time.monotonic() - t0:.1f}")
             bar.update(task, advance=1)
     console.print(summary)
+    if not failed and campaign_round:
+        _campaign_round(job, instance, registry, lay, profile, selected)
     console.print(
         f"outputs:  {lay.root}  (objects/, refs/, landing/, quarantine/)\n"
         f"dagster:  {dagster_home}\n"
@@ -73,6 +77,52 @@ def demo_command(profile: str, cohorts: tuple[str, ...]) -> None:
     )
     if failed:
         raise click.ClickException(f"runs failed for {', '.join(failed)}: open the UI (make ui) and look at the run logs")
+
+
+def _run(job, instance, cohort: str):
+    return job.execute_in_process(partition_key=cohort, instance=instance, raise_on_error=False,
+                                  run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+
+
+def _campaign_round(job, instance, registry, lay, profile: str, cohorts: list[str]) -> None:
+    """Close the loop once: the cohort with the largest coverage gap collects its campaign, then re-curates."""
+    from avops.curation import pipeline
+    from avops.curation.policy import load_policy
+
+    policy = load_policy()
+    plans = {}
+    for c in cohorts:
+        try:
+            campaign, cov = pipeline.campaign_for(lay, c, policy)
+        except LookupError:
+            continue
+        if campaign is not None:
+            plans[c] = (campaign, cov)
+    if not plans:
+        console.print("campaigns: every slice meets its target; no campaign round needed")
+        return
+    cohort, (campaign, before) = max(plans.items(), key=lambda kv: sum(1 - t.have / t.target for t in kv[1][0].targets))
+    path = campaign.save(lay.root / "campaigns")
+    targets = ", ".join(f"{t.slice} ({t.have}/{t.target})" for t in campaign.targets)
+    console.print(f"campaign {campaign.id} for {cohort}: collect {targets}  ->  {path}")
+    with progress_bar() as bar:
+        task = bar.add_task("campaign drives", total=registry.cohort(cohort).vehicle_count * campaign.drives_per_vehicle, note="")
+        simulate_fleet(registry, lay, profile=profile, campaign=campaign, progress=lambda r: bar.update(task, advance=1, note=r.drive_id))
+    with progress_bar() as bar:
+        task = bar.add_task("re-curating", total=1, note=cohort)
+        result = _run(job, instance, cohort)
+        bar.update(task, advance=1)
+    if not result.success:
+        raise click.ClickException(f"the campaign round's run for {cohort} failed: open the UI (make ui) and look at run {result.run_id}")
+    _, after = pipeline.campaign_for(lay, cohort, policy)
+    table = Table(title=f"campaign round for {cohort}: samples per slice in the curated selection")
+    for col in ("slice", "before", "after", "target"):
+        table.add_column(col, justify="right" if col != "slice" else "left")
+    targeted = {t.slice for t in campaign.targets}
+    for s in policy.slices:
+        mark = " (targeted)" if s.name in targeted else ""
+        table.add_row(s.name + mark, str(before.get(s.name, 0)), str(after.get(s.name, 0)), str(s.target_samples))
+    console.print(table)
 
 
 __all__ = ["demo_command", "os"]

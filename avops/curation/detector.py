@@ -443,7 +443,7 @@ def train_teacher(
                     loss.backward()
                     opt.step()
                     sched.step()
-                    tot += float(loss) * len(b)
+                    tot += float(loss.detach()) * len(b)
                     cnt += len(b)
                 ep_loss = tot / max(cnt, 1)
                 curve.append({"member": m, "epoch": epoch, "loss": ep_loss})

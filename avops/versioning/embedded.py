@@ -394,6 +394,8 @@ class EmbeddedRepository(DatasetRepository):
         """Newest first over all parents (like ``git log``), so merged-in history shows up too."""
         start = self.resolve(ref)
         out: list[Commit] = []
+        if limit <= 0:
+            return out
         seen = {start}
         first = self.get_commit(start)
         heap: list[tuple[float, int, Commit]] = []

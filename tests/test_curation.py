@@ -1,0 +1,131 @@
+"""The data loop end to end on a small simulated cohort: teacher, labels, review, curated set, campaign."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from avops.curation import openlabel, pipeline
+from avops.curation.campaigns import Campaign
+from avops.curation.ontology import load_ontology
+from avops.curation.policy import load_policy
+from avops.curation.reviewer_sim import answer_tasks
+from avops.curation.reviews import collect_returns, returns_dir
+from avops.fleet.simulator import simulate_fleet
+from avops.home import HomeLayout
+from avops.ingest.ingest import ingest_partition
+from avops.registry import load_registry, project_root
+from avops.store import ObjectStore
+from tests.conftest import TINY_FLEET
+
+COHORT = "orin-my2024-eu"
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """One MCAP-only cohort, 3 vehicles x 2 drives x 24 s at 2 Hz (~290 frames), and a fast policy."""
+    root = tmp_path_factory.mktemp("small")
+    fleet = json.loads(json.dumps(TINY_FLEET))
+    fleet["cohorts"] = [dict(fleet["cohorts"][0], vehicle_count=3, loggers=["mcap"])]
+    fleet["simulation"]["profiles"]["small"] = dict(fleet["simulation"]["profiles"]["tiny"], drives_per_vehicle=2, drive_seconds=24)
+    (root / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    raw = yaml.safe_load((project_root() / "config" / "curation.yaml").read_text())
+    raw["teacher"].update(seed_frames=140, heldout_frames=40, members=2, epochs=10, width=16)
+    raw["selection"].update(budget_frames=120, review_budget_frames=20)
+    (root / "curation.yaml").write_text(yaml.safe_dump(raw))
+    registry = load_registry(root / "fleet.yaml")
+    home = HomeLayout(root / "home")
+    simulate_fleet(registry, home, profile="small")
+    ingest_partition(home, registry.cohort(COHORT))
+    policy = load_policy(str(root / "curation.yaml"))
+    return {"home": home, "registry": registry, "policy": policy, "root": root}
+
+
+def _repo(home):
+    from avops.versioning.factory import open_repository
+
+    return open_repository("embedded", "curated-sets", home=home)
+
+
+def _review(home):
+    return lambda: answer_tasks(home, COHORT)
+
+
+def test_data_loop(small):
+    home, policy, registry = small["home"], small["policy"], small["registry"]
+    t = pipeline.build_teacher(home, COHORT, policy, _review(home))
+    # the teacher beats a trivial prior-box baseline on held-out reviewed drives (labels from ground truth)
+    assert t.heldout_metrics["f1"] > t.baseline_metrics["f1"] + 0.1, (t.heldout_metrics, t.baseline_metrics)
+    assert t.seed_frames >= 70
+
+    labels = pipeline.auto_label(home, COHORT, t.digest)
+    store = ObjectStore(home.objects)
+    for digest in labels.documents.values():
+        assert openlabel.validate_document(json.loads(store.get_bytes(digest))) == []
+    assert labels.frames_per_second > 0
+
+    q = pipeline.queue_reviews(home, COHORT, policy, _review(home))
+    assert q.selected == min(120, q.selected) and q.to_review <= 20 and q.tasks_exported >= 1
+
+    repo = _repo(home)
+    cs = pipeline.build_curated_set(home, COHORT, policy, repo, run_id="run00000001")
+    assert pipeline.leakage(cs.samples) == {}
+    assert set(cs.samples["split"]) <= {"train", "val", "test"}
+    reviewed = cs.samples[cs.samples["label_source"] == "review"]
+    assert len(reviewed) >= 1 and (reviewed["reviewer"] == "simulated-reviewer").all()
+    assert repo.resolve(cs.branch) == cs.commit_id
+    assert repo.get(cs.commit_id, f"cohorts/{COHORT}/samples.parquet")
+    merged = repo.merge(cs.branch, "main", "release", {"cohort": COHORT})
+    assert repo.list(merged.id, f"cohorts/{COHORT}/")
+
+    # planted leakage is caught
+    leaky = cs.samples.copy()
+    leaky.loc[leaky.index[0], "split"] = "test" if leaky.iloc[0]["split"] != "test" else "train"
+    assert pipeline.leakage(leaky)
+
+    # one campaign round raises coverage of a targeted slice
+    campaign, before = pipeline.campaign_for(home, COHORT, policy, drives_per_vehicle=1)
+    assert campaign is not None
+    campaign = Campaign.load(campaign.save(home.root / "campaigns"))
+    simulate_fleet(registry, home, profile="small", campaign=campaign)
+    ingest_partition(home, registry.cohort(COHORT))
+    t2 = pipeline.build_teacher(home, COHORT, policy, _review(home))
+    pipeline.auto_label(home, COHORT, t2.digest)
+    pipeline.queue_reviews(home, COHORT, policy, _review(home))
+    _, after = pipeline.campaign_for(home, COHORT, policy)
+    gained = {tg.slice: after[tg.slice] - before[tg.slice] for tg in campaign.targets}
+    assert max(gained.values()) > 0, (before, after)
+
+
+def test_bad_review_returns_are_quarantined_and_the_rest_applied(small, tmp_path):
+    home = HomeLayout(tmp_path / "home")
+    shutil.copytree(small["home"].root, home.root)
+    ontology = load_ontology()
+    frames, _ = pipeline.load_frames(home, COHORT)
+    known = set(zip(frames["drive_id"], frames["frame_index"].astype(int)))
+    out = returns_dir(home, COHORT)
+    before = collect_returns(home, COHORT, known, ontology)
+    good = sorted(out.glob("*.json"))
+    assert good
+    # a corrupt file, a class outside the ontology, and a review of a frame that does not exist
+    (out / "corrupt.json").write_text("{ not json")
+    doc = json.loads(good[0].read_text())
+    bad_class = json.loads(json.dumps(doc))
+    objects = bad_class["openlabel"].get("objects") or {}
+    if not objects:
+        pytest.skip("the first return has no objects to corrupt")
+    next(iter(objects.values()))["type"] = "unicorn"
+    (out / "unknown_class.json").write_text(json.dumps(bad_class))
+    meta, fr = openlabel.parse_document(doc)
+    ghost = fr[0]
+    ghost.frame_index = 99999
+    openlabel.write_document(out / "ghost_frame.json", openlabel.drive_document(meta["drive_id"], meta["vehicle_id"], COHORT, [ghost], label_version="x"))
+    after = collect_returns(home, COHORT, known, ontology)
+    reasons = sorted(q.reason for q in after.quarantined)
+    assert reasons == ["openlabel_invalid", "unknown_class"]
+    for q in after.quarantined:
+        assert (json.loads(open(q.moved_to + ".reason.json").read())["reason"]) == q.reason
+    assert after.rejected_frames == [{"drive_id": meta["drive_id"], "frame_index": 99999, "reason": "unknown_sample"}]
+    assert after.reviewed_frames == before.reviewed_frames, "every good review is still applied"
+    assert len(after.labels) == len(before.labels)
