@@ -11,7 +11,7 @@ from avops.curation.campaigns import Campaign
 from avops.curation.ontology import load_ontology
 from avops.curation.policy import load_policy
 from avops.curation.reviewer_sim import answer_tasks
-from avops.curation.reviews import collect_returns, returns_dir
+from avops.curation.reviews import collect_returns, export_task, returns_dir
 from avops.fleet.simulator import simulate_fleet
 from avops.home import HomeLayout
 from avops.ingest.ingest import ingest_partition
@@ -104,9 +104,14 @@ def test_bad_review_returns_are_quarantined_and_the_rest_applied(small, tmp_path
     ontology = load_ontology()
     frames, _ = pipeline.load_frames(home, COHORT)
     known = set(zip(frames["drive_id"], frames["frame_index"].astype(int)))
+    drive = frames[frames["drive_id"] == frames["drive_id"].iloc[0]]
+    export_task(home, COHORT, drive["drive_id"].iloc[0], drive["vehicle_id"].iloc[0], "qa", [
+        openlabel.FrameLabel(int(r.frame_index), float(r.timestamp), r.object_sha256,
+                             {c: r[c] for c in pipeline.ODD}, []) for _, r in drive.iterrows()], label_version="qa")
+    answer_tasks(home, COHORT)
     out = returns_dir(home, COHORT)
     before = collect_returns(home, COHORT, known, ontology)
-    good = sorted(out.glob("*.json"))
+    good = sorted(p for p in out.glob("*.json") if len(json.loads(p.read_text())["openlabel"].get("objects") or {}))
     assert good
     # a corrupt file, a class outside the ontology, and a review of a frame that does not exist
     (out / "corrupt.json").write_text("{ not json")
