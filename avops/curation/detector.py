@@ -367,20 +367,54 @@ def _check_targets(targets: Sequence[dict], classes: tuple[str, ...]) -> None:
                 raise ValueError(f"target {i}: class {c!r} is not one of {', '.join(classes)}")
 
 
-def _augment(x: torch.Tensor, heat: torch.Tensor, reg: torch.Tensor, mask: torch.Tensor,
-             gen: torch.Generator) -> tuple[torch.Tensor, ...]:
-    """Horizontal flip of half the batch (targets flipped exactly) + brightness/contrast jitter."""
-    flip = torch.rand(len(x), generator=gen) < 0.5
-    if flip.any():
-        x, heat, reg, mask = x.clone(), heat.clone(), reg.clone(), mask.clone()
-        x[flip] = x[flip].flip(-1)
-        heat[flip] = heat[flip].flip(-1)
-        mask[flip] = mask[flip].flip(-1)
-        r = reg[flip].flip(-1)
-        r[:, 0] = (1.0 - r[:, 0]) * mask[flip][:, 0]  # centre offset mirrors within the cell
-        reg[flip] = r
-    gain = torch.empty(len(x), 1, 1, 1).uniform_(0.6, 1.4, generator=gen)
-    return x.float() * gain, heat, reg, mask
+AUG_SCALE = (0.8, 1.3)
+AUG_SHIFT_PX = 8.0
+
+
+def _augment(
+    x: torch.Tensor, boxes: list[np.ndarray], gen: torch.Generator
+) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
+    """Random zoom/shift, horizontal flip and photometric jitter of a float NCHW batch in [0, 255].
+
+    600 frames are few for tiny, faint objects: a detector memorizes them within
+    a few epochs. Zoom and shift make new object sizes and positions (boxes are
+    transformed exactly); gamma, colour gain and sensor noise change what
+    illumination looks like, which per-image standardization alone would undo
+    for a plain brightness gain. Returns images, boxes and a keep-mask per frame.
+    """
+    n, _, h, w = x.shape
+    u = torch.rand(n, 8, generator=gen).double().numpy()
+    s = AUG_SCALE[0] + (AUG_SCALE[1] - AUG_SCALE[0]) * u[:, 0]
+    # Shift around the zoom centre so zooming keeps the image mostly covered.
+    tx = (1 - s) * w / 2 + (2 * u[:, 1] - 1) * AUG_SHIFT_PX
+    ty = (1 - s) * h * 0.42 + (2 * u[:, 2] - 1) * AUG_SHIFT_PX / 2  # zoom about the horizon
+    flip = u[:, 3] < 0.5
+    theta = torch.zeros(n, 2, 3, dtype=torch.float32)
+    theta[:, 0, 0] = torch.from_numpy(1 / s)
+    theta[:, 1, 1] = torch.from_numpy(1 / s)
+    theta[:, 0, 2] = torch.from_numpy(1 / s - 1 - 2 * tx / (s * w))
+    theta[:, 1, 2] = torch.from_numpy(1 / s - 1 - 2 * ty / (s * h))
+    grid = F.affine_grid(theta, [n, 3, h, w], align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    fl = torch.from_numpy(flip)
+    x[fl] = x[fl].flip(-1)
+    gamma = torch.from_numpy(0.7 + 0.7 * u[:, 4]).float().view(n, 1, 1, 1)
+    gain = 1.0 + 0.15 * (2 * torch.rand(n, 3, 1, 1, generator=gen) - 1)
+    sigma = torch.from_numpy(6.0 * u[:, 5]).float().view(n, 1, 1, 1)
+    x = 255.0 * (x / 255.0).clamp(0, 1) ** gamma * gain
+    x = x + sigma * torch.randn(x.shape, generator=gen)
+    out_boxes, keeps = [], []
+    for i, b in enumerate(boxes):
+        t = b * s[i] + np.array([tx[i], ty[i], tx[i], ty[i]])
+        if flip[i]:
+            t = np.stack([w - t[:, 2], t[:, 1], w - t[:, 0], t[:, 3]], 1)
+        c = np.stack([t[:, 0].clip(0, w), t[:, 1].clip(0, h), t[:, 2].clip(0, w), t[:, 3].clip(0, h)], 1)
+        full = np.maximum((t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1]), 1e-6)
+        vis = (c[:, 2] - c[:, 0]) * (c[:, 3] - c[:, 1]) / full
+        keep = (vis >= 0.3) & (c[:, 3] - c[:, 1] >= 2.0) & (c[:, 2] - c[:, 0] >= 1.0)
+        out_boxes.append(c[keep].astype(np.float32))
+        keeps.append(keep)
+    return x.clamp(0, 255), out_boxes, keeps
 
 
 def train_teacher(
@@ -406,8 +440,10 @@ def train_teacher(
     h, w = images.shape[1:3]
     if h % STRIDE or w % STRIDE:
         raise ValueError(f"training images must be a multiple of {STRIDE} px, got {h}x{w}")
-    heat_all, reg_all, mask_all = _encode_targets(targets, classes, h // STRIDE, w // STRIDE)
-    imgs_all = torch.from_numpy(np.ascontiguousarray(images))
+    gh, gw = h // STRIDE, w // STRIDE
+    all_boxes = [np.asarray(t["boxes"], np.float32).reshape(-1, 4) for t in targets]
+    all_labels = [np.array(list(t["classes"]), dtype=object) for t in targets]
+    imgs_all = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)  # NCHW uint8 view
     n, cfg = len(images), config
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.members * cfg.epochs
@@ -433,12 +469,16 @@ def train_teacher(
                     b = perm[a : a + cfg.batch_size]
                     if len(b) < 2:  # BatchNorm needs two samples
                         continue
-                    x, ht, rg, mk = imgs_all[b].float(), heat_all[b], reg_all[b], mask_all[b]
-                    x = x.permute(0, 3, 1, 2)
+                    bl = b.tolist()
+                    x = imgs_all[b].float()
+                    bx, lb = [all_boxes[i] for i in bl], [all_labels[i] for i in bl]
                     if cfg.augment:
-                        x, ht, rg, mk = _augment(x, ht, rg, mk, gen)
-                    x = _prep(x.clamp(0, 255).permute(0, 2, 3, 1))
-                    loss = _loss(model(x), ht, rg, mk)
+                        x, bx, keeps = _augment(x, bx, gen)
+                        lb = [lab[k] for lab, k in zip(lb, keeps)]
+                    ht, rg, mk = _encode_targets(
+                        [{"boxes": bb, "classes": ll} for bb, ll in zip(bx, lb)], classes, gh, gw
+                    )
+                    loss = _loss(model(_prep(x.permute(0, 2, 3, 1))), ht, rg, mk)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
