@@ -24,15 +24,15 @@ COHORT = "orin-my2024-eu"
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    """One MCAP-only cohort, 3 vehicles x 2 drives x 24 s at 2 Hz (~290 frames), and a fast policy."""
+    """One MCAP-only cohort, 3 vehicles x 2 drives x 40 s at 4 Hz (960 frames), and a fast policy."""
     root = tmp_path_factory.mktemp("small")
     fleet = json.loads(json.dumps(TINY_FLEET))
     fleet["cohorts"] = [dict(fleet["cohorts"][0], vehicle_count=3, loggers=["mcap"])]
-    fleet["simulation"]["profiles"]["small"] = dict(fleet["simulation"]["profiles"]["tiny"], drives_per_vehicle=2, drive_seconds=24)
+    fleet["simulation"]["profiles"]["small"] = dict(fleet["simulation"]["profiles"]["tiny"], drives_per_vehicle=2, drive_seconds=40, camera_hz=4)
     (root / "fleet.yaml").write_text(yaml.safe_dump(fleet))
     raw = yaml.safe_load((project_root() / "config" / "curation.yaml").read_text())
-    raw["teacher"].update(seed_frames=140, heldout_frames=40, members=2, epochs=10, width=16)
-    raw["selection"].update(budget_frames=120, review_budget_frames=20)
+    raw["teacher"].update(seed_frames=400, heldout_frames=80, members=2, epochs=20, width=16)
+    raw["selection"].update(budget_frames=100, review_budget_frames=20)
     (root / "curation.yaml").write_text(yaml.safe_dump(raw))
     registry = load_registry(root / "fleet.yaml")
     home = HomeLayout(root / "home")
@@ -57,7 +57,7 @@ def test_data_loop(small):
     t = pipeline.build_teacher(home, COHORT, policy, _review(home))
     # the teacher beats a trivial prior-box baseline on held-out reviewed drives (labels from ground truth)
     assert t.heldout_metrics["f1"] > t.baseline_metrics["f1"] + 0.1, (t.heldout_metrics, t.baseline_metrics)
-    assert t.seed_frames >= 70
+    assert t.seed_frames >= 300
 
     labels = pipeline.auto_label(home, COHORT, t.digest)
     store = ObjectStore(home.objects)
@@ -66,7 +66,7 @@ def test_data_loop(small):
     assert labels.frames_per_second > 0
 
     q = pipeline.queue_reviews(home, COHORT, policy, _review(home))
-    assert q.selected == min(120, q.selected) and q.to_review <= 20 and q.tasks_exported >= 1
+    assert q.selected == 100 and q.to_review <= 20 and q.tasks_exported >= 1
 
     repo = _repo(home)
     cs = pipeline.build_curated_set(home, COHORT, policy, repo, run_id="run00000001")

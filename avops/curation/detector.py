@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from typing import Iterator
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -30,6 +29,13 @@ from torch import nn
 
 STRIDE = 4
 TOP_K = 40
+# Heat-map Gaussian: sigma = HEAT_ALPHA * size / 6 (cells), at least HEAT_MIN_SIGMA so a 2 px
+# pedestrian still gets a peak wider than one cell (tuned: +~0.02 mAP over CenterNet's 0.54 / 0.4).
+HEAT_ALPHA = 1.0
+HEAT_MIN_SIGMA = 0.7
+AUG_SCALE = (0.8, 1.3)  # zoom range of training augmentation
+AUG_SHIFT_PX = 8.0
+AUG_ZOOM_ROW = 0.42  # zoom about the horizon row (fraction of height) so the road stays put
 _NUM_THREADS = 2
 
 
@@ -37,12 +43,12 @@ _NUM_THREADS = 2
 class TeacherConfig:
     members: int = 3  # ensemble size (different seeds / bootstrap samples)
     epochs: int = 30
-    batch_size: int = 32
-    lr: float = 2e-3
-    width: int = 32  # backbone channels
+    batch_size: int = 16  # small batches: more steps per CPU-second (beat 32 by ~0.1 mAP)
+    lr: float = 4e-3
+    width: int = 16  # backbone channels; 16 keeps 3 members x 30 epochs x 600 frames under ~90 s
     seed: int = 0
     score_threshold: float = 0.3
-    augment: bool = True  # horizontal flip + brightness jitter
+    augment: bool = True  # zoom/shift, horizontal flip, gamma/colour/noise jitter
 
 
 @dataclass
@@ -74,22 +80,24 @@ def _cbr(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequenti
 class _CenterNet(nn.Module):
     """Stride-4 single-stage detector; output channels: C heat logits, dx, dy, log w, log h.
 
-    Full resolution is kept for one cheap layer because many objects are only
-    2-4 px wide; dilated convs at stride 4 then give the context (road, lights,
-    fog) that a tiny, faint blob needs, without a costly decoder.
+    Two stride-2 stages get to the 24x24 grid cheaply; dilated convs there give
+    a ~75 px receptive field, the context (road, horizon, lights, fog) that a
+    tiny, faint blob needs, without a costly decoder. (A full-resolution stem
+    and a wider 48x48 stage cost 10-40% more time and did not score better.)
     """
 
     def __init__(self, n_classes: int, width: int) -> None:
         super().__init__()
         w = width
-        self.backbone = nn.Sequential(
-            _cbr(3, w // 2, 2),  # 48
+        layers = [
+            _cbr(3, w // 2, 2),  # 48 x 48
             _cbr(w // 2, w),
-            _cbr(w, 2 * w, 2),  # 24
+            _cbr(w, 2 * w, 2),  # 24 x 24
             _cbr(2 * w, 2 * w),
             _cbr(2 * w, 2 * w, dilation=2),
             _cbr(2 * w, 2 * w, dilation=4),
-        )
+        ]
+        self.backbone = nn.Sequential(*layers)
         self.head = _cbr(2 * w, w)
         self.out = nn.Conv2d(w, n_classes + 4, 1)
         nn.init.constant_(self.out.bias[:n_classes], -math.log((1 - 0.01) / 0.01))  # CenterNet prior
@@ -101,7 +109,7 @@ class _CenterNet(nn.Module):
 
 
 def _prep(images: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW, per-image standardized so night and fog frames keep their contrast."""
+    """uint8 NHWC -> float NCHW, standardized per image so a night frame's contrast is on a day frame's scale."""
     x = images.permute(0, 3, 1, 2).float() / 255.0
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     std = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(0.02)
@@ -140,7 +148,8 @@ def _encode_targets(
             bw, bh = max(float(x1 - x0), 1.0), max(float(y1 - y0), 1.0)
             cx, cy = (x0 + x1) / 2 / STRIDE, (y0 + y1) / 2 / STRIDE
             ix, iy = min(int(cx), w - 1), min(int(cy), h - 1)
-            sx, sy = max(0.54 * bw / STRIDE / 6, 0.4), max(0.54 * bh / STRIDE / 6, 0.4)
+            sx = max(HEAT_ALPHA * bw / STRIDE / 6, HEAT_MIN_SIGMA)
+            sy = max(HEAT_ALPHA * bh / STRIDE / 6, HEAT_MIN_SIGMA)
             g = np.exp(-((xs - ix) ** 2) / (2 * sx * sx) - ((ys - iy) ** 2) / (2 * sy * sy))
             np.maximum(heat[i, c], g, out=heat[i, c])
             heat[i, c, iy, ix] = 1.0
@@ -218,58 +227,89 @@ def _near_threshold(scores: np.ndarray, thr: float) -> np.ndarray:
     return np.clip(1.0 - np.where(scores >= thr, above, below), 0.0, 1.0).astype(np.float32)
 
 
+def _member_only_agreement(
+    boxes: np.ndarray, cls: np.ndarray, member_dets: list[tuple[np.ndarray, np.ndarray]]
+) -> list[float]:
+    """Agreement of objects some members detect but the ensemble does not report.
+
+    Member detections that match no ensemble detection are clustered greedily
+    (IoU >= 0.5, same class, one per member); each cluster's agreement is the
+    fraction of members in it. Without these, a frame where one member sees a
+    pedestrian that the mean washes out would look unanimous.
+    """
+    m = len(member_dets)
+    clusters: list[tuple[np.ndarray, int, set[int]]] = []
+    for k, (bk, ck) in enumerate(member_dets):
+        if len(bk) == 0:
+            continue
+        matched = ((_iou(bk, boxes) >= 0.5) & (ck[:, None] == cls[None, :])).any(axis=1)
+        for j in np.nonzero(~matched)[0]:
+            for box, c, who in clusters:
+                if c == ck[j] and k not in who and _iou(bk[j : j + 1], box[None])[0, 0] >= 0.5:
+                    who.add(k)
+                    break
+            else:
+                clusters.append((bk[j], int(ck[j]), {k}))
+    return [len(who) / m for _, _, who in clusters]
+
+
 def _ensemble_frame(
     heats: torch.Tensor, regs: torch.Tensor, classes: tuple[str, ...], thr: float, hw: tuple[int, int]
 ) -> FrameDetections:
     """Fuse one frame's member outputs: heats (M, C, h, w) sigmoid, regs (M, 4, h, w).
 
     Detections come from the ensemble-mean heat map (so ``scores`` are mean
-    confidences); each member is also decoded on its own to measure agreement.
-    Peaks of the mean map between ``thr / M`` and ``thr`` are *candidates*: a
-    single confident member leaves at least that much in the mean, so they are
-    where the ensemble is split on whether an object exists at all. They are
-    not reported as detections but count towards the frame's uncertainty.
+    confidences, and boxes the mean regression); each member is also decoded
+    on its own to measure agreement.
+
+    Frame ``uncertainty`` is the mean over detections of the mean of four
+    terms in [0, 1]: normalized class entropy, 1 - margin, 1 - agreement and
+    closeness of the score to the threshold. On held-out simulated frames this
+    ranks frames by their error rate (FP + FN over TP + FP + FN) with Spearman
+    ~0.6, better than max/mean+max aggregation or counting sub-threshold peaks
+    as objects (~0.2: they are everywhere). A frame with no detections scores
+    half the threshold-closeness of its best peak in [thr / 2, thr): only a
+    possible miss.
     """
     m, c = heats.shape[0], heats.shape[1]
     mean_heat, mean_reg = heats.mean(0), regs.mean(0)
-    norm = heats / heats.sum(1, keepdim=True).clamp_min(1e-12)  # per-member class distribution per cell
-    floor = thr / m if m > 1 else thr
-    s, cls_i, ys, xs = _peaks(mean_heat, floor)
+    s, cls_i, ys, xs = _peaks(mean_heat, thr / 2)
+    det = s >= thr
+    s, near_miss = s[det], s[~det]
+    cls_i, ys, xs = cls_i[det], ys[det], xs[det]
     boxes = _boxes_from(mean_reg, ys, xs, hw)
-    probs = norm[:, :, ys, xs].mean(0).T.numpy().astype(np.float32).reshape(-1, c)
+    # Each member's class distribution at the peak: its per-class sigmoid scores, normalized.
+    at_peak = heats[:, :, ys, xs]  # (M, C, k)
+    probs = (at_peak / at_peak.sum(1, keepdim=True).clamp_min(1e-12)).mean(0).T.numpy().astype(np.float32)
+    probs = probs.reshape(-1, c)
     ent, margin = _class_stats(probs)
     cls_np = cls_i.numpy()
 
     member_dets = []
     for k in range(m):
-        sk, ck, yk, xk = _peaks(heats[k], thr)
+        _, ck, yk, xk = _peaks(heats[k], thr)
         member_dets.append((_boxes_from(regs[k], yk, xk, hw), ck.numpy()))
     agree = np.zeros(len(s), np.float32)
     for bk, ck in member_dets:
-        ok = (_iou(boxes, bk) >= 0.5) & (cls_np[:, None] == ck[None, :])
-        agree += ok.any(axis=1)
+        agree += ((_iou(boxes, bk) >= 0.5) & (cls_np[:, None] == ck[None, :])).any(axis=1)
     agree /= m
 
-    det = s >= thr
-    any_member = any(len(ck) for _, ck in member_dets)
-    relevant = det | (agree > 0)  # objects at least one opinion says exist
-    disagreement = float(1.0 - agree[relevant].mean()) if any_member and relevant.any() else 0.0
+    pooled = list(agree) + _member_only_agreement(boxes, cls_np, member_dets)
+    disagreement = float(1.0 - np.mean(pooled)) if pooled else 0.0
     if len(s):
-        per = (ent / math.log(c) if c > 1 else 0 * ent) + (1 - margin) + (1 - agree) + _near_threshold(s, thr)
-        per = np.clip(per / 4.0, 0.0, 1.0)
-        # Mean keeps busy frames from looking uncertain by count alone; max keeps
-        # one hard object (a faint pedestrian among clear cars) from being diluted.
-        uncertainty = float(0.5 * per.mean() + 0.5 * per.max())
+        h_norm = ent / math.log(c) if c > 1 else np.zeros_like(ent)
+        per = (h_norm + (1.0 - margin) + (1.0 - agree) + _near_threshold(s, thr)) / 4.0
+        uncertainty = float(per.mean())
     else:
-        uncertainty = 0.0
+        uncertainty = 0.5 * float(_near_threshold(near_miss, thr).max()) if len(near_miss) else 0.0
     return FrameDetections(
-        boxes=boxes[det].reshape(-1, 4),
-        scores=s[det],
-        classes=[classes[i] for i in cls_np[det]],
-        class_probs=probs[det].reshape(-1, c),
-        entropy=ent[det],
-        margin=margin[det],
-        agreement=agree[det],
+        boxes=boxes.reshape(-1, 4),
+        scores=s,
+        classes=[classes[i] for i in cls_np],
+        class_probs=probs,
+        entropy=ent,
+        margin=margin,
+        agreement=agree,
         uncertainty=min(max(uncertainty, 0.0), 1.0),
         disagreement=min(max(disagreement, 0.0), 1.0),
     )
@@ -367,10 +407,6 @@ def _check_targets(targets: Sequence[dict], classes: tuple[str, ...]) -> None:
                 raise ValueError(f"target {i}: class {c!r} is not one of {', '.join(classes)}")
 
 
-AUG_SCALE = (0.8, 1.3)
-AUG_SHIFT_PX = 8.0
-
-
 def _augment(
     x: torch.Tensor, boxes: list[np.ndarray], gen: torch.Generator
 ) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
@@ -380,14 +416,16 @@ def _augment(
     a few epochs. Zoom and shift make new object sizes and positions (boxes are
     transformed exactly); gamma, colour gain and sensor noise change what
     illumination looks like, which per-image standardization alone would undo
-    for a plain brightness gain. Returns images, boxes and a keep-mask per frame.
+    for a plain brightness gain. Against flip + brightness only this roughly
+    doubled held-out mAP (0.09 -> 0.17, one member, 600 frames). Returns
+    images, boxes and a keep-mask per frame (boxes mostly cropped away drop).
     """
     n, _, h, w = x.shape
     u = torch.rand(n, 8, generator=gen).double().numpy()
     s = AUG_SCALE[0] + (AUG_SCALE[1] - AUG_SCALE[0]) * u[:, 0]
     # Shift around the zoom centre so zooming keeps the image mostly covered.
     tx = (1 - s) * w / 2 + (2 * u[:, 1] - 1) * AUG_SHIFT_PX
-    ty = (1 - s) * h * 0.42 + (2 * u[:, 2] - 1) * AUG_SHIFT_PX / 2  # zoom about the horizon
+    ty = (1 - s) * h * AUG_ZOOM_ROW + (2 * u[:, 2] - 1) * AUG_SHIFT_PX / 2
     flip = u[:, 3] < 0.5
     theta = torch.zeros(n, 2, 3, dtype=torch.float32)
     theta[:, 0, 0] = torch.from_numpy(1 / s)
@@ -453,10 +491,11 @@ def train_teacher(
         for m in range(cfg.members):
             member_seed = cfg.seed * 1009 + m
             gen = torch.Generator().manual_seed(member_seed)
-            torch.manual_seed(member_seed)  # parameter init
             # Member 0 sees all frames; others a bootstrap resample, for diversity.
             idx = torch.arange(n) if m == 0 else torch.randint(0, n, (n,), generator=gen)
-            model = _CenterNet(len(classes), cfg.width).to(memory_format=torch.channels_last)
+            with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
+                torch.manual_seed(member_seed)
+                model = _CenterNet(len(classes), cfg.width).to(memory_format=torch.channels_last)
             opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
             sched = torch.optim.lr_scheduler.OneCycleLR(
                 opt, max_lr=cfg.lr, total_steps=max(cfg.epochs * steps_per_epoch, 1), pct_start=0.15
@@ -559,12 +598,12 @@ def evaluate(
             sc_by[c].append(ps[order])
     ap50: dict[str, float] = {}
     recall_by: dict[str, float] = {}
-    n_tp = n_pred = 0
+    n_tp = 0
+    n_pred = sum(len(p.classes) for p in predictions)  # a class outside ``classes`` is a false positive
     for c in classes:
         tp = np.concatenate(tp_by[c]) if tp_by[c] else np.zeros(0, bool)
         sc = np.concatenate(sc_by[c]) if sc_by[c] else np.zeros(0, np.float32)
         n_tp += int(tp.sum())
-        n_pred += len(tp)
         if gt_by[c]:
             ap50[c] = _ap(tp, sc, gt_by[c])
             recall_by[c] = float(tp.sum() / gt_by[c])
@@ -584,7 +623,9 @@ def evaluate(
     }
 
 
-def prior_box_baseline(train_targets: list[dict], classes: Sequence[str]) -> Callable[[np.ndarray], list[FrameDetections]]:
+def prior_box_baseline(
+    train_targets: list[dict], classes: Sequence[str]
+) -> Callable[[np.ndarray], list[FrameDetections]]:
     """The trivial detector a teacher must beat: the most frequent class at its mean box, every frame."""
     classes = tuple(classes)
     _check_targets(train_targets, classes)

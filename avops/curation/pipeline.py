@@ -105,7 +105,7 @@ def build_teacher(home: HomeLayout, cohort: str, policy: CurationPolicy, process
     # stratify by ODD so that night/fog frames are in the seed set at all
     strata = frames.groupby(["illumination", "weather"], group_keys=False)
     per = max(1, n_seed // max(1, strata.ngroups))
-    seed_df = strata.apply(lambda g: g.sample(n=min(len(g), per), random_state=seed))
+    seed_df = pd.concat([g.sample(n=min(len(g), per), random_state=seed) for _, g in strata])
     rest = frames.drop(seed_df.index)
     if len(seed_df) < n_seed and len(rest):
         seed_df = pd.concat([seed_df, rest.sample(n=min(len(rest), n_seed - len(seed_df)), random_state=seed)])
@@ -266,9 +266,8 @@ def build_curated_set(home: HomeLayout, cohort: str, policy: CurationPolicy, rep
     keys = list(zip(samples["drive_id"], samples["frame_index"].astype(int)))
     reviewed = [k in returns.reviewed_frames for k in keys]
     samples["label_source"] = np.where(reviewed, "review", "auto")
-    rev_meta = returns.labels.groupby(["drive_id", "frame_index"]).agg(reviewer=("reviewer", "first"), reviewed_at=("reviewed_at", "first")) if len(returns.labels) else None
-    samples["reviewer"] = [rev_meta.loc[k, "reviewer"] if rev_meta is not None and k in rev_meta.index else (None if not r else "unknown") for k, r in zip(keys, reviewed)]
-    samples["reviewed_at"] = [rev_meta.loc[k, "reviewed_at"] if rev_meta is not None and k in rev_meta.index else None for k in keys]
+    samples["reviewer"] = [returns.frame_reviews.get(k, (None, None))[0] for k in keys]
+    samples["reviewed_at"] = [returns.frame_reviews.get(k, (None, None))[1] for k in keys]
     auto_sel = objects.merge(samples.loc[~np.array(reviewed), ["drive_id", "frame_index"]], on=["drive_id", "frame_index"])
     auto_sel = auto_sel[auto_sel["confidence"] >= min_auto_confidence].assign(source="auto", reviewer=None, reviewed_at=None)
     rev_sel = returns.labels.merge(samples.loc[np.array(reviewed), ["drive_id", "frame_index"]], on=["drive_id", "frame_index"]) if len(returns.labels) else returns.labels

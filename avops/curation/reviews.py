@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -61,6 +62,7 @@ class ReturnsResult:
     files_accepted: list[str] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     rejected_frames: list[dict] = field(default_factory=list)
+    frame_reviews: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)  # (drive, frame) -> (reviewer, reviewed_at)
 
 
 def collect_returns(home: HomeLayout, cohort: str, known_frames: set[tuple[str, int]], ontology: Ontology) -> ReturnsResult:
@@ -85,6 +87,8 @@ def collect_returns(home: HomeLayout, cohort: str, known_frames: set[tuple[str, 
             result.quarantined.append(quarantine(path, folder.parent, quarantine_root, exc))
             continue
         drive_id = meta["drive_id"]
+        annotator = str(doc.get("openlabel", {}).get("metadata", {}).get("annotator", "unknown"))
+        returned_at = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         bad = []
         for fr in frames:
             key = (drive_id, fr.frame_index)
@@ -92,6 +96,9 @@ def collect_returns(home: HomeLayout, cohort: str, known_frames: set[tuple[str, 
                 bad.append({"drive_id": drive_id, "frame_index": fr.frame_index, "reason": "unknown_sample"})
                 continue
             reviewed.add(key)
+            first = fr.objects[0] if fr.objects else None
+            result.frame_reviews[key] = ((first.reviewer if first and first.reviewer else annotator),
+                                         (first.reviewed_at if first and first.reviewed_at else returned_at))
             if not fr.objects:
                 continue
             for obj in fr.objects:
