@@ -1,5 +1,6 @@
 """``avops demo``: simulate the demo fleet and materialize the whole graph for every cohort."""
 
+import json
 import os
 import time
 
@@ -10,6 +11,7 @@ from avops.cli import console, progress_bar
 from avops.fleet.simulator import Profile, simulate_fleet
 from avops.home import layout
 from avops.registry import load_registry
+from avops.store import atomic_write_json
 from avops_assets.instance import ensure_dagster_home
 
 
@@ -90,6 +92,11 @@ def _campaign_round(job, instance, registry, lay, profile: str, cohorts: list[st
     from avops.curation.policy import load_policy
 
     policy = load_policy()
+    record = lay.root / "campaigns" / "demo_round.json"
+    if record.exists():  # one round per AVOPS_HOME keeps reruns fast and the landing zone stable
+        console.print(f"campaign round already done in this AVOPS_HOME: {record}")
+        _print_round(json.loads(record.read_text()))
+        return
     plans = {}
     for c in cohorts:
         try:
@@ -115,13 +122,19 @@ def _campaign_round(job, instance, registry, lay, profile: str, cohorts: list[st
     if not result.success:
         raise click.ClickException(f"the campaign round's run for {cohort} failed: open the UI (make ui) and look at run {result.run_id}")
     _, after = pipeline.campaign_for(lay, cohort, policy)
-    table = Table(title=f"campaign round for {cohort}: samples per slice in the curated selection")
+    round_ = {"cohort": cohort, "campaign": campaign.id, "targeted": [t.slice for t in campaign.targets],
+              "rows": [[s.name, before.get(s.name, 0), after.get(s.name, 0), s.target_samples] for s in policy.slices]}
+    atomic_write_json(record, round_)
+    _print_round(round_)
+
+
+def _print_round(round_: dict) -> None:
+    table = Table(title=f"campaign round for {round_['cohort']}: samples per slice in the curated selection")
     for col in ("slice", "before", "after", "target"):
         table.add_column(col, justify="right" if col != "slice" else "left")
-    targeted = {t.slice for t in campaign.targets}
-    for s in policy.slices:
-        mark = " (targeted)" if s.name in targeted else ""
-        table.add_row(s.name + mark, str(before.get(s.name, 0)), str(after.get(s.name, 0)), str(s.target_samples))
+    for name, before, after, target in round_["rows"]:
+        mark = " (targeted)" if name in round_["targeted"] else ""
+        table.add_row(name + mark, str(before), str(after), str(target))
     console.print(table)
 
 

@@ -67,9 +67,9 @@ def weather_probs(region: str, month: int) -> np.ndarray:
 
 
 def sample_start_hour(rng: np.random.Generator) -> float:
-    """Commute peaks plus evening and some night driving."""
-    mode = rng.choice(4, p=[0.35, 0.35, 0.2, 0.1])
-    centre = (7.8, 17.5, 21.0, 1.5)[mode]
+    """Commute peaks, midday errands, evening and some night driving."""
+    mode = rng.choice(5, p=[0.28, 0.25, 0.27, 0.14, 0.06])
+    centre = (8.3, 12.5, 17.2, 21.0, 1.5)[mode]
     return float((centre + rng.normal(0, 1.3)) % 24)
 
 

@@ -141,7 +141,9 @@ def simulate_fleet(
                 drives = []
                 for k in range(campaign.drives_per_vehicle):
                     target = campaign.targets[(vi + k) % len(campaign.targets)]
-                    when = last + timedelta(days=prof.days_between_drives * (k + 1), hours=1.5 * (k + 1))
+                    # campaign drives get their own times (and so drive ids): landed files are never overwritten
+                    offset_min = zlib.crc32(f"{campaign.id}:{k}".encode()) % 1440
+                    when = last + timedelta(days=prof.days_between_drives * (k + 1), minutes=offset_min)
                     drives.append((1000 + k, when, wear, target.where))
             for di, when, wear, where in drives:
                 result = simulate_drive(home, cohort, vi, vehicle_id, di, when, wear, prof, seed, digest, where)
