@@ -67,12 +67,13 @@ class ReturnsResult:
 
 def collect_returns(home: HomeLayout, cohort: str, known_frames: set[tuple[str, int]], ontology: Ontology) -> ReturnsResult:
     """Read every return of a cohort; quarantine unusable files, reject frames that do not exist."""
-    rows: list[dict] = []
+    rows: dict[tuple[str, int], list[dict]] = {}  # the latest review of a frame wins
     reviewed: set[tuple[str, int]] = set()
     result = ReturnsResult(pd.DataFrame(), reviewed)
     folder = returns_dir(home, cohort)
     quarantine_root = review_root(home) / "quarantine"
-    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+    paths = sorted(folder.glob("*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name)) if folder.exists() else []
+    for path in paths:
         try:
             doc = openlabel.load_document(path)
             errors = openlabel.validate_document(doc)
@@ -99,10 +100,9 @@ def collect_returns(home: HomeLayout, cohort: str, known_frames: set[tuple[str, 
             first = fr.objects[0] if fr.objects else None
             result.frame_reviews[key] = ((first.reviewer if first and first.reviewer else annotator),
                                          (first.reviewed_at if first and first.reviewed_at else returned_at))
-            if not fr.objects:
-                continue
+            rows[key] = []
             for obj in fr.objects:
-                rows.append({
+                rows[key].append({
                     "drive_id": drive_id, "frame_index": fr.frame_index,
                     "x0": obj.box[0], "y0": obj.box[1], "x1": obj.box[2], "y1": obj.box[3],
                     "cls": obj.cls, "confidence": 1.0, "source": "review",
@@ -115,5 +115,5 @@ def collect_returns(home: HomeLayout, cohort: str, known_frames: set[tuple[str, 
                                        "frames": bad, "next_step": "check the drive id and frame index of these frames"})
             result.rejected_frames += bad
         result.files_accepted.append(path.name)
-    result.labels = pd.DataFrame(rows, columns=["drive_id", "frame_index", "x0", "y0", "x1", "y1", "cls", "confidence", "source", "reviewer", "reviewed_at"])
+    result.labels = pd.DataFrame([r for k in sorted(rows) for r in rows[k]], columns=["drive_id", "frame_index", "x0", "y0", "x1", "y1", "cls", "confidence", "source", "reviewer", "reviewed_at"])
     return result
