@@ -134,3 +134,46 @@ def test_bad_review_returns_are_quarantined_and_the_rest_applied(small, tmp_path
     assert after.rejected_frames == [{"drive_id": meta["drive_id"], "frame_index": 99999, "reason": "unknown_sample"}]
     assert after.reviewed_frames == before.reviewed_frames, "every good review is still applied"
     assert len(after.labels) == len(before.labels)
+
+
+def _materialize_all(home, root, instance):
+    import dagster as dg
+
+    from avops_assets.definitions import defs
+    from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, ReviewTeam
+
+    resources = {"avops_home": AvopsHome(root=str(home.root)), "fleet": FleetRegistryResource(path=str(root / "fleet.yaml")),
+                 "dataset_versioning": DatasetVersioning(home=str(home.root)), "review_team": ReviewTeam(mode="simulated")}
+    return dg.materialize(list(defs().assets) + list(defs().asset_checks), partition_key=COHORT, instance=instance,
+                          resources=resources, raise_on_error=False)
+
+
+def test_blocking_checks_keep_an_unfit_set_out_of_main(small, tmp_path, monkeypatch):
+    """The whole curation graph in Dagster; a slice minimum that cannot be met stops the merge into main."""
+    import dagster as dg
+
+    from avops_assets.partitions import COHORTS
+
+    home = HomeLayout(tmp_path / "home")
+    shutil.copytree(small["home"].root, home.root)
+    raw = yaml.safe_load((small["root"] / "curation.yaml").read_text())
+    raw["slices"]["impossible"] = {"where": {"weather": "snow", "illumination": "night", "roadworks": True}, "min_samples": 500, "target_samples": 500}
+    (tmp_path / "strict.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("AVOPS_CURATION_POLICY", str(tmp_path / "strict.yaml"))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(COHORTS, [COHORT])
+    result = _materialize_all(home, small["root"], instance)
+    assert not result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["slices_meet_gate_policy"] is False
+    assert checks["splits_disjoint_by_drive"] is True and checks["openlabel_documents_valid"] is True
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "curation/curated_sets" in materialized and "curation/campaigns" in materialized
+    assert "curation/released_sets" not in materialized, "a failed blocking check must stop the merge into main"
+    repo = _repo(home)
+    assert repo.list("main", f"cohorts/{COHORT}/") == {}, "main never received the unfit set"
+
+    monkeypatch.setenv("AVOPS_CURATION_POLICY", str(small["root"] / "curation.yaml"))
+    ok = _materialize_all(home, small["root"], instance)
+    assert ok.success
+    assert f"cohorts/{COHORT}/samples.parquet" in repo.list("main", f"cohorts/{COHORT}/")

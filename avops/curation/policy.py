@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -53,9 +54,19 @@ class CurationPolicy:
         return self.raw.get("review", {})
 
 
-@lru_cache(maxsize=4)
+ENV_POLICY = "AVOPS_CURATION_POLICY"
+
+
 def load_policy(path: str | None = None) -> CurationPolicy:
-    p = Path(path) if path else project_root() / "config" / "curation.yaml"
+    """The policy at ``path``, ``$AVOPS_CURATION_POLICY`` or ``config/curation.yaml``."""
+    return _load(str(path or os.environ.get(ENV_POLICY) or project_root() / "config" / "curation.yaml"))
+
+
+@lru_cache(maxsize=8)
+def _load(path: str) -> CurationPolicy:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"curation policy {p} does not exist; set {ENV_POLICY} or create config/curation.yaml")
     raw = yaml.safe_load(p.read_text())
     slices = tuple(Slice(n, dict(s["where"]), int(s.get("min_samples", 0)), int(s.get("target_samples", 0))) for n, s in raw["slices"].items())
     return CurationPolicy(raw, slices)
