@@ -9,7 +9,7 @@ from dagster.components import load_from_defs_folder
 
 from avops_assets.partitions import cohort_partitions
 from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, ReviewTeam
-from sensors import landing_zone_sensor
+from sensors import landing_zone_sensor, review_returns_sensor
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAIN_JOB = "avops_main"
@@ -37,5 +37,5 @@ def resources() -> dict[str, dg.ConfigurableResource]:
 def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         load_from_defs_folder(project_root=PROJECT_ROOT),
-        dg.Definitions(resources=resources(), sensors=[landing_zone_sensor], jobs=[main_job]),
+        dg.Definitions(resources=resources(), sensors=[landing_zone_sensor, review_returns_sensor], jobs=[main_job]),
     )

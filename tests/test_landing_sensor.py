@@ -75,3 +75,24 @@ def test_cursor_tick_over_ten_thousand_files(tmp_path):
     assert new3 == {"cohort-2": [os.path.join("cohort-2", "v007", "late.blf")]}
     # Dagster's sensor limit is 60 s; a full tick here takes well under a second or two.
     assert first_s < 30 and time.monotonic() - t0 < 30
+
+
+def test_review_returns_trigger_a_curated_set_rebuild(tmp_path):
+    from avops.home import HomeLayout
+    from sensors.review_returns import review_returns_sensor
+
+    home = HomeLayout(tmp_path / "home")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(COHORTS, ["orin-my2024-eu"])
+
+    def tick(cursor=None):
+        ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"avops_home": AvopsHome(root=str(home.root))})
+        return review_returns_sensor(ctx)
+
+    first = tick()
+    assert not first.run_requests
+    _touch(home.root / "review" / "returns" / "orin-my2024-eu" / "drive1.review.abc.json", b"{}")
+    _touch(home.root / "review" / "returns" / "unknown-cohort" / "x.json", b"{}")
+    second = tick(first.cursor)
+    assert [r.partition_key for r in second.run_requests] == ["orin-my2024-eu"]
+    assert not tick(second.cursor).run_requests
