@@ -126,5 +126,30 @@ def can_decode(dbc_spec: str, logs: tuple[Path, ...], out_dir: Path) -> None:
         console.print(f"[yellow]{sum(summary.unknown_ids.values())} frame(s) with ids the DBC does not define[/] ({ids})")
 
 
+@main.command("query")
+@click.option("--asset", "key", required=True, help="Published asset, e.g. ingest/raw_drives or curation/auto_labels.")
+@click.option("--cohort", required=True, help="Partition (cohort id).")
+@click.option("--home", type=click.Path(file_okay=False), default=None, help="AVOPS_HOME to read.")
+@click.argument("sql")
+def query(key: str, cohort: str, home: str | None, sql: str) -> None:
+    """Run SQL (DuckDB) over an asset partition's tables, e.g. "select cls, count(*) from objects group by 1"."""
+    import duckdb
+
+    from avops.home import layout
+    from avops.query import connect
+
+    try:
+        con = connect(layout(home), key, cohort)
+        rel = con.sql(sql)
+    except (LookupError, duckdb.Error) as exc:
+        raise click.ClickException(str(exc)) from exc
+    table = Table()
+    for col in rel.columns:
+        table.add_column(col)
+    for row in rel.limit(200).fetchall():
+        table.add_row(*[str(v) for v in row])
+    console.print(table)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,3 +28,15 @@ def test_avops_can_decode_explains_a_bad_dbc(tmp_path):
 def test_cli_lists_the_demo_plugin_without_importing_dagster_for_other_commands():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0 and "demo" in result.output and "fleet" in result.output and "can" in result.output
+
+
+def test_avops_query_runs_duckdb_over_published_tables(tiny_home, tiny_registry):
+    from avops.ingest.ingest import ingest_partition
+
+    ingest_partition(tiny_home, tiny_registry.cohort("orin-my2024-eu"))
+    result = CliRunner().invoke(main, ["query", "--asset", "ingest/raw_drives", "--cohort", "orin-my2024-eu", "--home",
+                                       str(tiny_home.root), "select format, count(*) as n from drives group by 1 order by 1"])
+    assert result.exit_code == 0, result.output
+    assert "blf" in result.output and "mcap" in result.output
+    bad = CliRunner().invoke(main, ["query", "--asset", "ingest/raw_drives", "--cohort", "nope", "--home", str(tiny_home.root), "select 1"])
+    assert bad.exit_code != 0 and "materialize it first" in bad.output

@@ -1,0 +1,22 @@
+"""Query any published table set with DuckDB: one view per table, read straight from the object store."""
+
+from __future__ import annotations
+
+import duckdb
+
+from avops import datasets
+from avops.home import HomeLayout
+from avops.store import ObjectStore
+
+
+def connect(home: HomeLayout, key: str, partition: str) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with a view per table of ``key[partition]`` (e.g. ``curation/auto_labels``)."""
+    store = ObjectStore(home.objects)
+    m = datasets.current(store, home.refs, key, partition)
+    if m is None:
+        raise LookupError(f"nothing published for {key}[{partition}]; materialize it first")
+    con = duckdb.connect()
+    for name, entry in m.tables.items():
+        path = str(store.path(entry["sha256"])).replace("'", "''")
+        con.execute(f"CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet('{path}')")
+    return con
