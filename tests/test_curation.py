@@ -162,6 +162,9 @@ def test_blocking_checks_keep_an_unfit_set_out_of_main(small, tmp_path, monkeypa
     monkeypatch.setenv("AVOPS_CURATION_POLICY", str(tmp_path / "strict.yaml"))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(COHORTS, [COHORT])
+    repo = _repo(home)
+    repo.ensure()
+    main_before = repo.resolve("main")
     result = _materialize_all(home, small["root"], instance)
     assert not result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
@@ -170,10 +173,12 @@ def test_blocking_checks_keep_an_unfit_set_out_of_main(small, tmp_path, monkeypa
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "curation/curated_sets" in materialized and "curation/campaigns" in materialized
     assert "curation/released_sets" not in materialized, "a failed blocking check must stop the merge into main"
-    repo = _repo(home)
-    assert repo.list("main", f"cohorts/{COHORT}/") == {}, "main never received the unfit set"
+    assert repo.resolve("main") == main_before, "main never received the unfit set"
 
     monkeypatch.setenv("AVOPS_CURATION_POLICY", str(small["root"] / "curation.yaml"))
     ok = _materialize_all(home, small["root"], instance)
     assert ok.success
+    assert repo.resolve("main") != main_before
+    released = next(e for e in ok.get_asset_materialization_events() if e.asset_key.to_user_string() == "curation/released_sets")
+    assert repo.resolve("main") == released.materialization.metadata["dataset_version"].value
     assert f"cohorts/{COHORT}/samples.parquet" in repo.list("main", f"cohorts/{COHORT}/")
