@@ -66,7 +66,7 @@ def fleet_simulate(profile, seed, cohorts, start_date, registry, home, campaign_
     from avops.curation.campaigns import Campaign
     from avops.fleet.simulator import Profile, simulate_fleet
     from avops.home import layout
-    from avops.registry import RegistryError, load_registry
+    from avops.fleet_registry import RegistryError, load_registry
 
     try:
         reg = load_registry(registry)

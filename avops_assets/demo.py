@@ -10,7 +10,7 @@ from rich.table import Table
 from avops.cli import console, progress_bar
 from avops.fleet.simulator import Profile, simulate_fleet
 from avops.home import layout
-from avops.registry import load_registry
+from avops.fleet_registry import load_registry
 from avops.store import atomic_write_json
 from avops_assets.instance import ensure_dagster_home
 

@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from avops.registry import FleetRegistry, load_registry
+from avops.fleet_registry import FleetRegistry, load_registry
 
 
 class FleetRegistryResource(dg.ConfigurableResource):

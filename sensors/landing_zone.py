@@ -4,7 +4,7 @@
 import dagster as dg
 
 from avops.landing import LandingCursor, scan_new
-from avops.registry import RegistryError
+from avops.fleet_registry import RegistryError
 from avops_assets.defs.ingest.assets import RAW_DRIVES
 from avops_assets.partitions import COHORTS, cohort_partitions
 from resources import AvopsHome, FleetRegistryResource

@@ -8,7 +8,7 @@ import yaml
 
 from avops.fleet.simulator import simulate_fleet
 from avops.home import HomeLayout
-from avops.registry import load_registry
+from avops.fleet_registry import load_registry
 
 TINY_FLEET = {
     "cohorts": [

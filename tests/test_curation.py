@@ -15,7 +15,7 @@ from avops.curation.reviews import collect_returns, export_task, returns_dir
 from avops.fleet.simulator import simulate_fleet
 from avops.home import HomeLayout
 from avops.ingest.ingest import ingest_partition
-from avops.registry import load_registry, project_root
+from avops.fleet_registry import load_registry, project_root
 from avops.store import ObjectStore
 from tests.conftest import TINY_FLEET
 

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from avops.registry import RegistryError, load_registry
+from avops.fleet_registry import RegistryError, load_registry
 from tests.conftest import TINY_FLEET
 
 

@@ -12,7 +12,7 @@ from avops.fleet.odd import sample_segments
 from avops.fleet.simulator import Profile, plan_drives, simulate_fleet
 from avops.fleet.vehicle import initial_wear, simulate_signals
 from avops.home import HomeLayout
-from avops.registry import load_registry
+from avops.fleet_registry import load_registry
 
 
 def _files(root):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from avops.registry import project_root
+from avops.fleet_registry import project_root
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from avops.registry import project_root
+from avops.fleet_registry import project_root
 
 SLICE_FLAGS = ("night", "fog", "snow", "rain", "roadworks", "vru")
 

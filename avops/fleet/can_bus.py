@@ -11,7 +11,7 @@ import yaml
 from avops.can.dbc import load_dbc
 from avops.can.encode import encode_message
 from avops.can.frames import CanFrames
-from avops.registry import project_root
+from avops.fleet_registry import project_root
 
 
 @lru_cache(maxsize=4)

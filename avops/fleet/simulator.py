@@ -35,7 +35,7 @@ from avops.fleet.can_bus import encode_bus
 from avops.fleet.odd import Segment, sample_segments, sample_start_hour, segment_at
 from avops.fleet.vehicle import WearState, age_between_drives, initial_wear, simulate_signals
 from avops.home import HomeLayout
-from avops.registry import Cohort, FleetRegistry
+from avops.fleet_registry import Cohort, FleetRegistry
 from avops.store import atomic_write_json
 
 SIM_VERSION = "1"

@@ -33,7 +33,7 @@ from avops.home import HomeLayout
 from avops.ingest import schemas
 from avops.ingest.mcap_drive import McapDrive, read_mcap_drive
 from avops.ingest.quarantine import IngestError, Quarantined, quarantine
-from avops.registry import Cohort
+from avops.fleet_registry import Cohort
 from avops.store import ObjectStore, atomic_write_json, parquet_bytes, sha256_file
 
 INGEST_VERSION = "1"
