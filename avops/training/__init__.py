@@ -1,0 +1,1 @@
+"""Training, evaluation on ODD slices and the safety gates."""
