@@ -151,5 +151,98 @@ def query(key: str, cohort: str, home: str | None, sql: str) -> None:
     console.print(table)
 
 
+# --- model registry ----------------------------------------------------------------------
+
+def _print_wide(table: Table) -> None:
+    """Registry tables have many columns: when piped (not a terminal) render them 160 wide instead of 80."""
+    (console if console.is_terminal else Console(stderr=True, width=160)).print(table)
+
+
+def _open_registry(home: str | None):
+    from avops.home import layout
+    from avops.registry import ModelRegistry
+
+    return ModelRegistry.local(layout(home))
+
+
+@main.group("registry")
+def registry_group() -> None:
+    """The model registry: versions, stages, aliases and their full history."""
+
+
+@registry_group.command("list")
+@click.option("--name", default=None, help="Only this model.")
+@click.option("--cohort", default=None, help="Only this cohort.")
+@click.option("--stage", default=None, help="Only this stage (candidate, validated, released, rolled_back, blocked).")
+@click.option("--home", type=click.Path(file_okay=False), default=None, help="AVOPS_HOME to read.")
+def registry_list(name: str | None, cohort: str | None, stage: str | None, home: str | None) -> None:
+    """Registered model versions and the aliases pointing at them."""
+    from avops.registry import RegistryError
+
+    reg = _open_registry(home)
+    try:
+        versions = reg.list(name=name, cohort=cohort, stage=stage)
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    table = Table(title=f"model versions in {reg.path}")
+    for col in ("name", "version", "cohort", "stage", "aliases", "artifact", "created", "by"):
+        table.add_column(col, justify="right" if col == "version" else "left",
+                         no_wrap=col in ("name", "version", "stage"), overflow="fold")
+    for v in versions:
+        table.add_row(v.name, str(v.version), v.cohort, v.stage, ", ".join(reg.aliases(v.name, v.version)),
+                      v.artifact_sha256[:12], v.created_at[:19], v.created_by)
+    _print_wide(table)
+    if not versions:
+        console.print("[yellow]no model versions match[/]")
+
+
+@registry_group.command("show")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.option("--home", type=click.Path(file_okay=False), default=None, help="AVOPS_HOME to read.")
+def registry_show(name: str, version: int, home: str | None) -> None:
+    """Every field of one model version, with its lineage, metrics and aliases."""
+    import json
+
+    from avops.registry import RegistryError
+
+    reg = _open_registry(home)
+    try:
+        v = reg.get(name, version)
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    table = Table(title=f"{v.name} v{v.version}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for field in ("name", "version", "cohort", "stage", "artifact_sha256", "created_at", "created_by"):
+        table.add_row(field, str(getattr(v, field)))
+    table.add_row("aliases", ", ".join(reg.aliases(v.name, v.version)) or "-")
+    table.add_row("lineage", json.dumps(v.lineage, indent=2, sort_keys=True))
+    table.add_row("metrics", json.dumps(v.metrics, indent=2, sort_keys=True))
+    _print_wide(table)
+
+
+@registry_group.command("history")
+@click.option("--name", default=None, help="Only this model.")
+@click.option("--version", "version", type=int, default=None, help="Only this version.")
+@click.option("--cohort", default=None, help="Only this cohort.")
+@click.option("--home", type=click.Path(file_okay=False), default=None, help="AVOPS_HOME to read.")
+def registry_history(name: str | None, version: int | None, cohort: str | None, home: str | None) -> None:
+    """Every registration, stage change and alias change, oldest first: who, what, when, why."""
+    reg = _open_registry(home)
+    events = reg.history(name=name, version=version, cohort=cohort)
+    table = Table(title="model registry history")
+    for col in ("id", "at", "actor", "kind", "model", "cohort", "alias", "change", "reason", "run"):
+        table.add_column(col, no_wrap=col in ("id", "kind"), overflow="fold")
+    for e in events:
+        change = f"{e.from_value or '-'} -> {e.to_value or '-'}"
+        model = e.name if e.version is None else f"{e.name} v{e.version}"
+        table.add_row(str(e.id), e.at[:19], e.actor, e.kind, model, e.cohort or "", e.alias or "", change, e.reason,
+                      e.run_id or "")
+    _print_wide(table)
+    if not events:
+        console.print("[yellow]no history matches[/]")
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,8 +1,9 @@
 """Dagster resources: where avops stores things and what it reads its configuration from."""
 
 from resources.fleet import FleetRegistryResource
+from resources.model_registry import ModelRegistryResource
 from resources.review import ReviewTeam
 from resources.storage import AvopsHome
 from resources.versioning import DatasetVersioning
 
-__all__ = ["AvopsHome", "DatasetVersioning", "FleetRegistryResource", "ReviewTeam"]
+__all__ = ["AvopsHome", "DatasetVersioning", "FleetRegistryResource", "ModelRegistryResource", "ReviewTeam"]
