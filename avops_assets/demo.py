@@ -1,7 +1,6 @@
 """``avops demo``: simulate the demo fleet and materialize the whole graph for every cohort."""
 
 import json
-import os
 import time
 
 import click
@@ -138,4 +137,4 @@ def _print_round(round_: dict) -> None:
     console.print(table)
 
 
-__all__ = ["demo_command", "os"]
+__all__ = ["demo_command"]

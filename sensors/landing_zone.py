@@ -4,7 +4,6 @@
 import dagster as dg
 
 from avops.landing import LandingCursor, scan_new
-from avops.fleet_registry import RegistryError
 from avops_assets.defs.ingest.assets import RAW_DRIVES
 from avops_assets.partitions import COHORTS, cohort_partitions
 from resources import AvopsHome, FleetRegistryResource
@@ -45,5 +44,3 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, avops_home: AvopsHo
         **({"skip_reason": f"only unknown cohorts: {unknown}"} if not run_requests else {}),
     )
 
-
-__all__ = ["landing_zone_sensor", "RegistryError"]

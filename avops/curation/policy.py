@@ -24,12 +24,17 @@ class Slice:
 
     def mask(self, df: pd.DataFrame) -> pd.Series:
         """Rows of ``df`` (with ODD columns and ``has_vru``) that belong to this slice."""
-        m = pd.Series(True, index=df.index)
-        for col, value in self.where.items():
-            if col not in df:
-                raise KeyError(f"slice {self.name!r} filters on {col!r}, which the table does not have")
-            m &= df[col] == value
-        return m
+        return where_mask(df, self.where, self.name)
+
+
+def where_mask(df: pd.DataFrame, where: dict, name: str) -> pd.Series:
+    """Rows matching every ``column: value`` of a slice filter (shared by curation and the safety gates)."""
+    m = pd.Series(True, index=df.index)
+    for col, value in where.items():
+        if col not in df:
+            raise KeyError(f"slice {name!r} filters on {col!r}, which the table does not have")
+        m &= df[col] == value
+    return m
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from avops.curation.policy import where_mask
 from avops.training.bounds import lower_bound
 
 
@@ -51,12 +52,7 @@ class SliceSpec:
     classes: tuple[str, ...] = ()
 
     def frames(self, frames: pd.DataFrame) -> pd.Index:
-        m = pd.Series(True, index=frames.index)
-        for col, value in self.where.items():
-            if col not in frames:
-                raise KeyError(f"slice {self.name!r} filters on {col!r}, which the evaluation frames do not have")
-            m &= frames[col] == value
-        return frames.index[m]
+        return frames.index[where_mask(frames, self.where, self.name)]
 
 
 def slice_metrics(frames: pd.DataFrame, gt: pd.DataFrame, pred: pd.DataFrame, slices: list[SliceSpec],
