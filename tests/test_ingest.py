@@ -125,3 +125,21 @@ def test_second_ingest_reuses_per_file_results(tiny_home, tiny_registry):
     second = ingest_partition(tiny_home, cohort)
     assert first.ingested == len(first.inputs) and second.reused == len(second.inputs)
     assert first.manifest.tables == second.manifest.tables
+
+
+def test_unchanged_files_are_not_rehashed_but_changed_ones_are(tiny_home, tiny_registry, monkeypatch):
+    import avops.ingest.ingest as ingest_mod
+
+    cohort = tiny_registry.cohort("xavier-my2022-us")
+    first = ingest_partition(tiny_home, cohort)
+    calls = []
+    real = ingest_mod.sha256_file
+    monkeypatch.setattr(ingest_mod, "sha256_file", lambda p: calls.append(p) or real(p))
+    second = ingest_partition(tiny_home, cohort)
+    assert calls == [] and second.manifest.tables == first.manifest.tables
+    asc = next((tiny_home.landing / cohort.id).rglob("*.asc"))
+    asc.write_text(asc.read_text().replace("End TriggerBlock", "End TriggerBlock\n"))
+    third = ingest_partition(tiny_home, cohort)
+    assert calls == [asc]
+    changed = next(i for i in third.inputs if i["file"].endswith(asc.name))
+    assert changed["sha256"] == real(asc) != next(i for i in first.inputs if i["file"].endswith(asc.name))["sha256"]

@@ -222,6 +222,31 @@ def validate_tables(path: Path, tables: dict[str, pa.Table], db) -> None:
             raise IngestError(path, "schema_validation", f"table {name}: {summary}") from exc
 
 
+class DigestCache:
+    """sha256 of landed files keyed by (size, mtime_ns, inode), so a tick over thousands of
+    unchanged multi-GB logs does not re-read them. Any change to a file changes its stat key."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, list] = json.loads(path.read_text()) if path.exists() else {}
+        self.dirty = False
+
+    def digest(self, file: Path, rel: str) -> str:
+        st = file.stat()
+        key = [st.st_size, st.st_mtime_ns, st.st_ino]
+        hit = self.entries.get(rel)
+        if hit and hit[:3] == key:
+            return hit[3]
+        digest = sha256_file(file)
+        self.entries[rel] = [*key, digest]
+        self.dirty = True
+        return digest
+
+    def save(self) -> None:
+        if self.dirty:
+            atomic_write_json(self.path, self.entries)
+
+
 def ingest_partition(
     home: HomeLayout,
     cohort: Cohort,
@@ -239,9 +264,10 @@ def ingest_partition(
     quarantined: list[Quarantined] = []
     reused = ingested = 0
     drive_rows = []
+    digests = DigestCache(home.cache / "ingest" / "file_digests" / f"{cohort.id}.json")
     for path in landed_files(landing_root / cohort.id):
         rel = path.relative_to(landing_root)
-        digest = sha256_file(path)
+        digest = digests.digest(path, str(rel))
         cache_file = home.cache / "ingest" / f"v{INGEST_VERSION}-{dbc_digest[:16]}" / f"{digest}.json"
         cached = None
         if cache_file.exists():
@@ -276,6 +302,7 @@ def ingest_partition(
         if progress:
             progress(status, path)
 
+    digests.save()
     out: dict[str, pa.Table] = {}
     if drive_rows:
         # fixed column order and row order: the manifest must be a pure function of the inputs
