@@ -17,6 +17,12 @@ MAIN_JOB = "avops_main"
 # The main job: the whole asset graph (with its checks) for one cohort.
 main_job = dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all(), partitions_def=cohort_partitions)
 
+# Propagation inside the graph is declarative (eager & blocking checks passed), evaluated by this sensor.
+automation = dg.AutomationConditionSensorDefinition(
+    "avops_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+)
+
 
 def resources() -> dict[str, dg.ConfigurableResource]:
     """Embedded defaults; a deployment overrides them through environment variables."""
@@ -37,5 +43,5 @@ def resources() -> dict[str, dg.ConfigurableResource]:
 def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         load_from_defs_folder(project_root=PROJECT_ROOT),
-        dg.Definitions(resources=resources(), sensors=[landing_zone_sensor, review_returns_sensor], jobs=[main_job]),
+        dg.Definitions(resources=resources(), sensors=[landing_zone_sensor, review_returns_sensor, automation], jobs=[main_job]),
     )

@@ -19,6 +19,7 @@ def test_definitions_load_and_describe_every_asset():
     assert {"stored_tables_match_digests", "tables_match_pandera_schemas", "can_signals_within_dbc_ranges"} <= checks
     assert d.resolve_job_def(MAIN_JOB) is not None
     assert d.resolve_sensor_def("landing_zone_sensor") is not None
+    assert d.resolve_sensor_def("avops_automation") is not None
 
 
 def test_blocking_checks_are_blocking():

@@ -18,8 +18,8 @@ from avops_assets.partitions import COHORTS
 from resources import AvopsHome, FleetRegistryResource
 
 
-def _materialize(home, registry_path, cohort):
-    instance = dg.DagsterInstance.ephemeral()
+def _materialize(home, registry_path, cohort, instance=None):
+    instance = instance or dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(COHORTS, [cohort])
     return dg.materialize(
         [raw_drives, ingest_checks.stored_tables_match_digests, ingest_checks.tables_match_pandera_schemas,

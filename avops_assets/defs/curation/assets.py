@@ -17,7 +17,10 @@ CURATED_SETS = dg.AssetKey(["curation", "curated_sets"])
 RELEASED_SETS = dg.AssetKey(["curation", "released_sets"])
 CAMPAIGNS = dg.AssetKey(["curation", "campaigns"])
 
-COMMON = dict(group_name="curation", partitions_def=cohort_partitions, code_version=pipeline.CURATION_VERSION)
+# Rebuild when an upstream partition changes, but never on top of a failed blocking check.
+PROPAGATE = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+COMMON = dict(group_name="curation", partitions_def=cohort_partitions, code_version=pipeline.CURATION_VERSION,
+              automation_condition=PROPAGATE)
 
 
 def _curve_markdown(curve: list[dict]) -> str:
