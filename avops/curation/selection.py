@@ -42,8 +42,16 @@ REQUIRED = ("drive_id", "frame_index", "timestamp", "uncertainty", "disagreement
 
 
 def informativeness(df: pd.DataFrame) -> pd.Series:
-    """Uncertainty and disagreement, plus a little for frames with detections at all."""
-    return 0.6 * df["uncertainty"] + 0.4 * df["disagreement"] + 0.05 * (df.get("n_detections", 0) > 0)
+    """Uncertainty and disagreement (ensemble, and shadow mode when present), plus a little for frames with detections."""
+    shadow = df["shadow_disagreement"].fillna(0) if "shadow_disagreement" in df else 0.0
+    return 0.6 * df["uncertainty"] + 0.4 * df["disagreement"] + 0.6 * shadow + 0.05 * (df.get("n_detections", 0) > 0)
+
+
+def _dominant_signal(row: pd.Series) -> str:
+    signals = {"uncertainty": row["uncertainty"], "disagreement": row["disagreement"]}
+    if "shadow_disagreement" in row and pd.notna(row["shadow_disagreement"]):
+        signals["shadow_disagreement"] = row["shadow_disagreement"]
+    return max(signals, key=signals.get)
 
 
 def select_frames(frames: pd.DataFrame, config: SelectionConfig, seed: int = 0) -> pd.DataFrame:
@@ -88,7 +96,7 @@ def select_frames(frames: pd.DataFrame, config: SelectionConfig, seed: int = 0) 
         pool = df[eligible & ~df["selected"]].sort_values(["score", "drive_id", "frame_index"], ascending=[False, True, True]).head(remaining)
         df.loc[pool.index, "selected"] = True
         for i in pool.index:
-            df.at[i, "reasons"].append("disagreement" if df.at[i, "disagreement"] > df.at[i, "uncertainty"] else "uncertainty")
+            df.at[i, "reasons"].append(_dominant_signal(df.loc[i]))
 
     # frames that also match a rare slice say so, even if picked for another reason
     for name in config.quotas:
