@@ -471,16 +471,21 @@ def load_document(path: Path) -> dict:
     return doc
 
 
+def document_bytes(doc: dict, where: str = "document") -> bytes:
+    """The one serialization of a document (sorted keys, compact, trailing newline), so the
+    same labels always have the same content address wherever they are stored."""
+    try:
+        return (json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n").encode()
+    except ValueError as exc:  # NaN/inf are not JSON
+        raise OpenLabelError("schema", f"{where}: {exc}") from exc
+
+
 def write_document(path: Path, doc: dict) -> str:
-    """Atomically write a valid document as deterministic bytes (sorted keys, compact) and
-    return their sha256, so the same labels always have the same content address.
+    """Atomically write a valid document as ``document_bytes`` and return their sha256.
     Invalid documents are refused rather than written."""
     errors = validate_document(doc)
     if errors:
         raise OpenLabelError("schema", f"{path}: refusing to write an invalid document: " + "; ".join(errors[:10]))
-    try:
-        data = (json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n").encode()
-    except ValueError as exc:  # NaN/inf are not JSON
-        raise OpenLabelError("schema", f"{path}: {exc}") from exc
+    data = document_bytes(doc, str(path))
     atomic_write_bytes(path, data)
     return sha256_bytes(data)

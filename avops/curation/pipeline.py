@@ -191,7 +191,7 @@ def auto_label(home: HomeLayout, cohort: str, teacher_digest: str, ontology: Ont
                                 "x1": float(p.boxes[k][2]), "y1": float(p.boxes[k][3]), "cls": p.classes[k], "confidence": float(p.scores[k]),
                                 "entropy": float(p.entropy[k]), "margin": float(p.margin[k]), "agreement": float(p.agreement[k])})
         doc = openlabel.drive_document(drive_id, vehicle_id, cohort, fl, label_version=f"auto:{teacher_digest[:12]}")
-        docs[drive_id] = store.put_bytes(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
+        docs[drive_id] = store.put_bytes(openlabel.document_bytes(doc, drive_id))
     obj_cols = ["drive_id", "frame_index", "x0", "y0", "x1", "y1", "cls", "confidence", "entropy", "margin", "agreement"]
     tables = {"frames": pa.Table.from_pandas(frames, preserve_index=False),
               "objects": pa.Table.from_pandas(pd.DataFrame(objects, columns=obj_cols), preserve_index=False)}
@@ -219,10 +219,12 @@ def queue_reviews(home: HomeLayout, cohort: str, policy: CurationPolicy, process
     sel = select_frames(frames, SelectionConfig.from_policy(policy.selection), seed=seed)
     exported = 0
     review = sel[sel["review"]]
+    by_frame = dict(list(objects.groupby(["drive_id", "frame_index"])))
+    no_objects = objects.iloc[0:0]
     for (drive_id, vehicle_id), g in review.groupby(["drive_id", "vehicle_id"]):
         fl = []
         for _, r in g.iterrows():
-            o = objects[(objects["drive_id"] == drive_id) & (objects["frame_index"] == r.frame_index)]
+            o = by_frame.get((drive_id, r.frame_index), no_objects)
             fl.append(openlabel.FrameLabel(int(r.frame_index), float(r.timestamp), r.object_sha256, {c: r[c] for c in ODD},
                                            [openlabel.ObjectLabel((x.x0, x.y0, x.x1, x.y1), x.cls, float(x.confidence), "auto") for x in o.itertuples()]))
         exported += export_task(home, cohort, drive_id, vehicle_id, "review", fl, auto.body["label_version"]) is not None
@@ -290,6 +292,8 @@ def build_curated_set(home: HomeLayout, cohort: str, policy: CurationPolicy, rep
     if branch not in repo.branches():
         repo.create_branch(branch, "main")
     prefix = f"cohorts/{cohort}"
+    labels_by_frame = dict(list(labels.groupby(["drive_id", "frame_index"])))
+    no_labels = labels.iloc[0:0]
     digests = {
         f"{prefix}/samples.parquet": repo.put(branch, f"{prefix}/samples.parquet", parquet_bytes(pa.Table.from_pandas(samples, preserve_index=False))),
         f"{prefix}/labels.parquet": repo.put(branch, f"{prefix}/labels.parquet", parquet_bytes(pa.Table.from_pandas(labels, preserve_index=False))),
@@ -297,14 +301,14 @@ def build_curated_set(home: HomeLayout, cohort: str, policy: CurationPolicy, rep
     for (drive_id, vehicle_id), g in samples.groupby(["drive_id", "vehicle_id"]):
         fl = []
         for _, r in g.iterrows():
-            lab = labels[(labels["drive_id"] == drive_id) & (labels["frame_index"] == r.frame_index)]
+            lab = labels_by_frame.get((drive_id, r.frame_index), no_labels)
             fl.append(openlabel.FrameLabel(int(r.frame_index), float(r.timestamp), r.object_sha256, {c: r[c] for c in ODD},
                                            [openlabel.ObjectLabel((x.x0, x.y0, x.x1, x.y1), x.cls, float(x.confidence), x.source,
                                                                   reviewer=x.reviewer, reviewed_at=x.reviewed_at) for x in lab.itertuples()],
                                            status="reviewed" if r.label_source == "review" else "labeled"))
         doc = openlabel.drive_document(drive_id, vehicle_id, cohort, fl, label_version=label_version)
         path = f"{prefix}/openlabel/{drive_id}.json"
-        digests[path] = repo.put(branch, path, json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
+        digests[path] = repo.put(branch, path, openlabel.document_bytes(doc, path))
     manifest_body = {"cohort": cohort, "label_version": label_version, "files": digests, "coverage": cov, "label_stats": stats,
                      "splits": samples["split"].value_counts().to_dict(), "source": {"review_queue": queue.digest, "auto_labels": auto.digest}}
     digests[f"{prefix}/manifest.json"] = repo.put(branch, f"{prefix}/manifest.json", json.dumps(manifest_body, sort_keys=True, indent=1).encode())
