@@ -8,7 +8,7 @@ import dagster as dg
 from dagster.components import load_from_defs_folder
 
 from avops_assets.partitions import cohort_partitions
-from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, ReviewTeam
+from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, ModelRegistryResource, ReviewTeam
 from sensors import landing_zone_sensor, review_returns_sensor
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +36,9 @@ def resources() -> dict[str, dg.ConfigurableResource]:
         storage_namespace=env.get("LAKEFS_STORAGE_NAMESPACE", ""),
     )
     review = ReviewTeam(mode=env.get("AVOPS_REVIEW_MODE", "simulated"), delay_seconds=float(env.get("AVOPS_REVIEW_DELAY_S", "0")))
-    return {"avops_home": AvopsHome(), "fleet": FleetRegistryResource(), "dataset_versioning": versioning, "review_team": review}
+    registry = ModelRegistryResource(url=env.get("AVOPS_REGISTRY_URL", ""))
+    return {"avops_home": AvopsHome(), "fleet": FleetRegistryResource(), "dataset_versioning": versioning, "review_team": review,
+            "model_registry": registry}
 
 
 @dg.definitions

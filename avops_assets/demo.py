@@ -46,32 +46,24 @@ def demo_command(profile: str, cohorts: tuple[str, ...], campaign_round: bool) -
         instance.add_dynamic_partitions(COHORTS, missing)
     job = defs().resolve_job_def(MAIN_JOB)
 
-    summary = Table(title="avops demo: materialized partitions")
-    for col in ("cohort", "run", "status", "assets", "checks passed", "seconds"):
-        summary.add_column(col)
-    failed = []
+    failed, outcomes = [], {}
     with progress_bar() as bar:
         task = bar.add_task("materializing", total=len(selected), note="")
         for cohort in selected:
             bar.update(task, note=cohort)
             t0 = time.monotonic()
-            result = job.execute_in_process(
-                partition_key=cohort, instance=instance, raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            )
-            mats = result.get_asset_materialization_events()
-            checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-            passed = sum(bool(e.event_specific_data.passed) for e in checks)
-            status = "[green]success[/]" if result.success else "[red]failed[/]"
-            if not result.success:
+            outcomes[cohort] = _outcome(_run(job, instance, cohort), time.monotonic() - t0)
+            if outcomes[cohort]["status"] == "failed":
                 failed.append(cohort)
-            summary.add_row(cohort, result.run_id[:8], status, str(len(mats)), f"{passed}/{len(checks)}", f"{time.monotonic() - t0:.1f}")
             bar.update(task, advance=1)
-    console.print(summary)
+    _print_runs("avops demo: materialized partitions", outcomes)
+    _print_gates(lay, selected)
+    if not failed:
+        _release(lay, selected)
     if not failed and campaign_round:
         _campaign_round(job, instance, registry, lay, profile, selected)
     console.print(
-        f"outputs:  {lay.root}  (objects/, refs/, landing/, quarantine/)\n"
+        f"outputs:  {lay.root}  (objects/, refs/, landing/, quarantine/, incidents/, registry/)\n"
         f"dagster:  {dagster_home}\n"
         f"open the UI: [bold]make ui[/] then http://127.0.0.1:3000  (assets, runs, checks and lineage)\n"
         f"total {time.monotonic() - started:.0f} s"
@@ -80,13 +72,86 @@ def demo_command(profile: str, cohorts: tuple[str, ...], campaign_round: bool) -
         raise click.ClickException(f"runs failed for {', '.join(failed)}: open the UI (make ui) and look at the run logs")
 
 
+def _outcome(result, seconds: float) -> dict:
+    """success, blocked (only blocking checks failed: the gates did their job) or failed."""
+    checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    blocking = sorted({e.event_specific_data.check_name for e in checks
+                       if not e.event_specific_data.passed and e.event_specific_data.severity.value == "ERROR"})
+    failed_steps = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    check_steps = all(any(step.endswith(name) for name in blocking) for step in failed_steps)
+    status = "success" if result.success else "blocked" if failed_steps and check_steps else "failed"
+    return {"run": result.run_id[:8], "status": status, "assets": len(result.get_asset_materialization_events()),
+            "checks": f"{sum(bool(e.event_specific_data.passed) for e in checks)}/{len(checks)}", "blocked_by": blocking,
+            "seconds": seconds}
+
+
+def _print_runs(title: str, outcomes: dict) -> None:
+    table = Table(title=title)
+    for col in ("cohort", "run", "status", "assets", "checks passed", "seconds"):
+        table.add_column(col, no_wrap=col == "cohort")
+    colour = {"success": "green", "blocked": "yellow", "failed": "red"}
+    for cohort, o in outcomes.items():
+        status = f"[{colour[o['status']]}]{o['status']}[/]" + (f" by {', '.join(o['blocked_by'])}" if o["blocked_by"] else "")
+        table.add_row(cohort, o["run"], status, str(o["assets"]), o["checks"], f"{o['seconds']:.1f}")
+    console.print(table)
+
+
+def _print_gates(lay, cohorts: list[str]) -> None:
+    """Cohorts x safety gates: the worst-case (95% lower bound) recall against the threshold."""
+    from avops.training import pipeline as training
+
+    rows = {}
+    for c in cohorts:
+        try:
+            _, ev = training.current_evaluation(lay, c)
+        except LookupError:
+            continue
+        rows[c] = ev
+    if not rows:
+        return
+    names = [g["gate"] for g in next(iter(rows.values()))["gates"]]
+    table = Table(title="safety gates: 95% lower bound of recall  ✓ pass  ✗ blocks  ~ too few samples (warns)")
+    table.add_column("cohort", no_wrap=True)
+    for n in names:
+        table.add_column(n.replace("_", " "), justify="right")
+    table.add_column("incidents", justify="right")
+    first = next(iter(rows.values()))["gates"]
+    table.add_row("[dim]threshold[/]", *[f"[dim]≥{g['threshold']:.2f}[/]" for g in first], "[dim]passed[/]")
+    for c, ev in rows.items():
+        cells = []
+        for g in ev["gates"]:
+            mark = {"pass": "[green]✓[/]", "fail": "[red]✗[/]"}.get(g["status"], "[red]✗[/]" if g["blocks"] else "[yellow]~[/]")
+            cells.append(f"{g['lower_bound']:.2f}{mark}")
+        inc = ev["incidents"]
+        cells.append(f"{sum(i['passed'] for i in inc)}/{len(inc)}" + (f" [red]{len(ev['incident_regressions'])} regressed[/]" if ev["incident_regressions"] else ""))
+        table.add_row(c, *cells)
+    console.print(table)
+
+
+def _release(lay, cohorts: list[str]) -> None:
+    """Stand-in for the OTA rollout: the first validated model of a cohort becomes its production model."""
+    from avops.registry import ModelRegistry
+    from avops.training import pipeline as training
+
+    reg = ModelRegistry.local(lay)
+    for c in cohorts:
+        if training.production_version(reg, c) is not None:
+            continue
+        validated = reg.list(training.MODEL, cohort=c, stage="validated")
+        if validated:
+            v = validated[-1]
+            training.release(reg, c, v.version, "avops demo", "bootstrap: first validated model of the cohort released by the demo "
+                                                                "(stands in for a staged OTA rollout)")
+            console.print(f"released {training.MODEL} v{v.version} as production for {c}")
+
+
 def _run(job, instance, cohort: str):
     return job.execute_in_process(partition_key=cohort, instance=instance, raise_on_error=False,
-                                  run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+                                  run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
 
 
 def _campaign_round(job, instance, registry, lay, profile: str, cohorts: list[str]) -> None:
-    """Close the loop once: the cohort with the largest coverage gap collects its campaign, then re-curates."""
+    """Close the loop once for every cohort: collect its campaign, re-curate, retrain, gate against production, shadow."""
     from avops.curation import pipeline
     from avops.curation.policy import load_policy
 
@@ -107,34 +172,65 @@ def _campaign_round(job, instance, registry, lay, profile: str, cohorts: list[st
     if not plans:
         console.print("campaigns: every slice meets its target; no campaign round needed")
         return
-    cohort, (campaign, before) = max(plans.items(), key=lambda kv: sum(1 - t.have / t.target for t in kv[1][0].targets))
-    path = campaign.save(lay.root / "campaigns")
-    targets = ", ".join(f"{t.slice} ({t.have}/{t.target})" for t in campaign.targets)
-    console.print(f"campaign {campaign.id} for {cohort}: collect {targets}  ->  {path}")
     with progress_bar() as bar:
-        task = bar.add_task("campaign drives", total=registry.cohort(cohort).vehicle_count * campaign.drives_per_vehicle, note="")
-        simulate_fleet(registry, lay, profile=profile, campaign=campaign, progress=lambda r: bar.update(task, advance=1, note=r.drive_id))
+        task = bar.add_task("campaign drives", total=sum(registry.cohort(c).vehicle_count * p[0].drives_per_vehicle for c, p in plans.items()), note="")
+        for c, (campaign, _) in plans.items():
+            campaign.save(lay.root / "campaigns")
+            simulate_fleet(registry, lay, profile=profile, campaign=campaign, progress=lambda r: bar.update(task, advance=1, note=r.drive_id))
+    outcomes = {}
     with progress_bar() as bar:
-        task = bar.add_task("re-curating", total=1, note=cohort)
-        result = _run(job, instance, cohort)
-        bar.update(task, advance=1)
-    if not result.success:
-        raise click.ClickException(f"the campaign round's run for {cohort} failed: open the UI (make ui) and look at run {result.run_id}")
-    _, after = pipeline.campaign_for(lay, cohort, policy)
-    round_ = {"cohort": cohort, "campaign": campaign.id, "targeted": [t.slice for t in campaign.targets],
-              "rows": [[s.name, before.get(s.name, 0), after.get(s.name, 0), s.target_samples] for s in policy.slices]}
-    atomic_write_json(record, round_)
-    _print_round(round_)
+        task = bar.add_task("round 2: re-curate, retrain, gate, shadow", total=len(plans), note="")
+        for c in plans:
+            bar.update(task, note=c)
+            t0 = time.monotonic()
+            outcomes[c] = _outcome(_run(job, instance, c), time.monotonic() - t0)
+            bar.update(task, advance=1)
+    _print_runs("round 2 (after the campaigns)", outcomes)
+    failed = [c for c, o in outcomes.items() if o["status"] == "failed"]
+    if failed:
+        raise click.ClickException(f"the campaign round's runs failed for {', '.join(failed)}: open the UI (make ui) and look at the runs")
+    _print_gates(lay, list(plans))
+    rounds = []
+    for c, (campaign, before) in plans.items():
+        _, after = pipeline.campaign_for(lay, c, policy)
+        rounds.append({"cohort": c, "campaign": campaign.id, "targeted": [t.slice for t in campaign.targets],
+                       "rows": [[s.name, before.get(s.name, 0), after.get(s.name, 0), s.target_samples] for s in policy.slices],
+                       "shadow": _shadow_rates(lay, c)})
+    atomic_write_json(record, {"rounds": rounds})
+    _print_round({"rounds": rounds})
 
 
-def _print_round(round_: dict) -> None:
-    table = Table(title=f"campaign round for {round_['cohort']}: samples per slice in the curated selection")
-    for col in ("slice", "before", "after", "target"):
-        table.add_column(col, justify="right" if col != "slice" else "left")
-    for name, before, after, target in round_["rows"]:
-        mark = " (targeted)" if name in round_["targeted"] else ""
-        table.add_row(name + mark, str(before), str(after), str(target))
-    console.print(table)
+def _shadow_rates(lay, cohort: str) -> dict:
+    from avops import datasets
+    from avops.store import ObjectStore
+    from avops.training import pipeline as training
+
+    m = datasets.current(ObjectStore(lay.objects), lay.refs, training.SHADOW, cohort)
+    if m is None:
+        return {}
+    rates = datasets.read_table(ObjectStore(lay.objects), m, "rates").to_pandas()
+    return {"production": m.body["production_version"], "candidate": m.body["candidate_version"],
+            "rates": [[r["slice"], int(r["frames"]), int(r["disagreeing"])] for r in rates.to_dict("records")]}
+
+
+def _print_round(record: dict) -> None:
+    for round_ in record.get("rounds", [record]):
+        table = Table(title=f"campaign round for {round_['cohort']}: samples per slice in the curated selection")
+        for col in ("slice", "before", "after", "target"):
+            table.add_column(col, justify="right" if col != "slice" else "left")
+        for name, before, after, target in round_["rows"]:
+            mark = " (targeted)" if name in round_["targeted"] else ""
+            table.add_row(name + mark, str(before), str(after), str(target))
+        console.print(table)
+        sh = round_.get("shadow") or {}
+        if sh:
+            t = Table(title=f"shadow mode, {round_['cohort']}: candidate v{sh['candidate']} beside production v{sh['production']} on recent drives")
+            for col in ("slice", "frames", "disagreeing", "rate"):
+                t.add_column(col, justify="right" if col != "slice" else "left")
+            for name, frames, dis in sh["rates"]:
+                rate = dis / frames if frames else 0.0
+                t.add_row(name, str(frames), str(dis), f"{rate:.2f} " + "█" * round(20 * rate))
+            console.print(t)
 
 
 __all__ = ["demo_command"]

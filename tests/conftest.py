@@ -80,3 +80,49 @@ def tiny_home(tmp_path, _tiny_fleet_template) -> HomeLayout:
 @pytest.fixture()
 def tiny_registry(tiny_registry_path):
     return load_registry(tiny_registry_path)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    """A throwaway PostgreSQL server on 127.0.0.1 (Debian's binaries; run as `postgres` when we are root)."""
+    import os
+    import subprocess
+    import time
+
+    initdb = shutil.which("initdb") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
+    if initdb is None:
+        pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql (.ci/run does)")
+    import tempfile
+
+    bindir = Path(initdb).parent
+    root = Path(tempfile.mkdtemp(prefix="avops-pg-"))  # not under pytest's 0700 tmp: the server user must reach it
+    data, port = root / "data", _free_port()
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(root, "postgres")
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "avops", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+                    f"-h 127.0.0.1 -p {port} -k {root}", "start"], check=True, capture_output=True)
+    url = f"postgresql://avops@127.0.0.1:{port}/postgres"
+    try:
+        import psycopg
+
+        for _ in range(50):
+            try:
+                psycopg.connect(url).close()
+                break
+            except psycopg.OperationalError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

@@ -209,3 +209,13 @@ def test_unknown_class_raises(data: dict) -> None:
         train_teacher(data["train_x"][:4], targets, CLASSES, TeacherConfig(members=1, epochs=1))
     with pytest.raises(ValueError, match="bus"):
         prior_box_baseline(targets, CLASSES)
+
+
+def test_per_class_thresholds_keep_faint_vrus_and_reject_unknown_classes() -> None:
+    faint = _members([{"pedestrian": 0.2}])
+    assert _ensemble_frame(*faint, CLASSES, 0.3, (96, 96)).classes == []
+    thr = np.array([0.1 if c == "pedestrian" else 0.3 for c in CLASSES], np.float32)
+    assert _ensemble_frame(*faint, CLASSES, 0.3, (96, 96), thr).classes == ["pedestrian"]
+    assert _ensemble_frame(*_members([{"car": 0.2}]), CLASSES, 0.3, (96, 96), thr).classes == [], "other classes keep 0.3"
+    with pytest.raises(ValueError, match="unknown classes"):
+        Teacher(CLASSES, TeacherConfig(members=1, class_score_thresholds={"moose": 0.1}), [])

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-QUERY = "{ assetNodes { assetKey { path } groupName description isPartitioned } }"
+QUERY = ("{ assetNodes { assetKey { path } groupName description isPartitioned "
+         "assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }")
 
 
 def _free_port() -> int:
@@ -59,6 +60,13 @@ def test_webserver_lists_every_asset(tmp_path):
         assert by_key["ingest/raw_drives"]["groupName"] == "ingest"
         assert by_key["ingest/raw_drives"]["isPartitioned"]
         assert "landing" in by_key["ingest/raw_drives"]["description"]
+        # the UI shows every safety gate of config/safety_gates.yaml as a blocking check on the evaluation
+        from avops.training.gates import load_gate_policy
+
+        checks = {c["name"]: c["blocking"] for c in by_key["training/evaluation"]["assetChecksOrError"]["checks"]}
+        gates = {f"gate_{g.slice.name}" for g in load_gate_policy().gates}
+        assert gates | {"incident_replay_no_regression"} <= set(checks), checks
+        assert all(checks[name] for name in gates), "every gate is a blocking check"
     finally:
         proc.terminate()
         try:

@@ -49,6 +49,8 @@ class TeacherConfig:
     seed: int = 0
     score_threshold: float = 0.3
     augment: bool = True  # zoom/shift, horizontal flip, gamma/colour/noise jitter
+    # Per-class overrides of score_threshold (e.g. lower for vulnerable road users: a miss costs more than a false alarm).
+    class_score_thresholds: dict | None = None
 
 
 @dataclass
@@ -254,7 +256,8 @@ def _member_only_agreement(
 
 
 def _ensemble_frame(
-    heats: torch.Tensor, regs: torch.Tensor, classes: tuple[str, ...], thr: float, hw: tuple[int, int]
+    heats: torch.Tensor, regs: torch.Tensor, classes: tuple[str, ...], thr: float, hw: tuple[int, int],
+    class_thr: np.ndarray | None = None,
 ) -> FrameDetections:
     """Fuse one frame's member outputs: heats (M, C, h, w) sigmoid, regs (M, 4, h, w).
 
@@ -272,9 +275,12 @@ def _ensemble_frame(
     possible miss.
     """
     m, c = heats.shape[0], heats.shape[1]
+    if class_thr is None:
+        class_thr = np.full(c, thr, np.float32)
+    floor = float(class_thr.min())
     mean_heat, mean_reg = heats.mean(0), regs.mean(0)
-    s, cls_i, ys, xs = _peaks(mean_heat, thr / 2)
-    det = s >= thr
+    s, cls_i, ys, xs = _peaks(mean_heat, floor / 2)
+    det = s >= class_thr[cls_i.numpy()]
     s, near_miss = s[det], s[~det]
     cls_i, ys, xs = cls_i[det], ys[det], xs[det]
     boxes = _boxes_from(mean_reg, ys, xs, hw)
@@ -287,7 +293,9 @@ def _ensemble_frame(
 
     member_dets = []
     for k in range(m):
-        _, ck, yk, xk = _peaks(heats[k], thr)
+        sk, ck, yk, xk = _peaks(heats[k], floor)
+        keep = torch.from_numpy(sk >= class_thr[ck.numpy()])
+        ck, yk, xk = ck[keep], yk[keep], xk[keep]
         member_dets.append((_boxes_from(regs[k], yk, xk, hw), ck.numpy()))
     agree = np.zeros(len(s), np.float32)
     for bk, ck in member_dets:
@@ -347,6 +355,11 @@ class Teacher:
         self.config = config
         self.members = members
         self.training_curve: list[dict] = list(training_curve or [])
+        overrides = dict(config.class_score_thresholds or {})
+        unknown = sorted(set(overrides) - set(self.classes))
+        if unknown:
+            raise ValueError(f"class_score_thresholds names unknown classes {unknown}; classes are {', '.join(self.classes)}")
+        self._class_thr = np.array([float(overrides.get(c, config.score_threshold)) for c in self.classes], np.float32)
         for mdl in self.members:
             mdl.eval()
 
@@ -368,7 +381,7 @@ class Teacher:
                 x = F.pad(x, (0, -w % STRIDE, 0, -h % STRIDE))
                 heats, regs = self._forward(x)
                 for i in range(len(x)):
-                    out.append(_ensemble_frame(heats[i], regs[i], self.classes, self.config.score_threshold, (h, w)))
+                    out.append(_ensemble_frame(heats[i], regs[i], self.classes, self.config.score_threshold, (h, w), self._class_thr))
         return out
 
     def to_bytes(self) -> bytes:

@@ -25,7 +25,8 @@ Encoding (all of it allowed by the official schema):
   within a drive (dusk to night, rain starts) and the schema has frame-level contexts
   but only document-level tags.
 * Review status: ``frame_properties.label_status``; ``frame_properties`` is the one
-  frame-level object the schema leaves open to extra keys.
+  frame-level object the schema leaves open to extra keys. A reviewer's incident
+  report (the case enters the incident library) is ``frame_properties.incident_report``.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class FrameLabel:
     odd: dict
     objects: list[ObjectLabel] = field(default_factory=list)
     status: str = "labeled"
+    incident: str | None = None  # a reviewer's incident report: this case enters the incident library
 
 
 # ---------------------------------------------------------------------------- validation
@@ -284,6 +286,7 @@ def drive_document(
                 "timestamp": ts,
                 "streams": {stream: {"uri": f"sha256:{f.image_sha256}"}},
                 "label_status": f.status,
+                **({"incident_report": f.incident} if f.incident else {}),
             },
             "contexts": {ODD_CONTEXT_UID: {"context_data": _odd_data(f.odd, ont, where)}},
         }
@@ -451,7 +454,10 @@ def parse_document(doc: dict, ontology: Ontology | None = None) -> tuple[dict, l
             if ouid is not None and ouid not in ours:
                 raise OpenLabelError("unknown_class", f"{where} object {uid}: class from another ontology {uris.get(ouid)!r}")
             objects.append(_parse_object(uid, frame["objects"][uid], declared[uid], ont, where))
-        frames.append(FrameLabel(int(key), ts, digest, _parse_odd(frame, odd_uid, ont, where), objects, status))
+        incident = props.get("incident_report")
+        if incident is not None and (not isinstance(incident, str) or not incident.strip()):
+            raise OpenLabelError("schema", f"{where}: incident_report must be a non-empty text")
+        frames.append(FrameLabel(int(key), ts, digest, _parse_odd(frame, odd_uid, ont, where), objects, status, incident))
     return info, frames
 
 

@@ -216,7 +216,18 @@ def queue_reviews(home: HomeLayout, cohort: str, policy: CurationPolicy, process
     auto = _manifest(home, AUTO_LABELS, cohort)
     frames = datasets.read_table(store, auto, "frames").to_pandas()
     objects = datasets.read_table(store, auto, "objects").to_pandas()
+    from avops.training.pipeline import shadow_signal  # shadow mode's disagreements feed selection
+
+    shadow = shadow_signal(home, cohort)
+    if shadow is not None:
+        frames = frames.merge(shadow, on=["drive_id", "frame_index"], how="left")
     sel = select_frames(frames, SelectionConfig.from_policy(policy.selection), seed=seed)
+    if policy.selection.get("review_test_split", False):
+        # Safety gates judge the test split: its labels must be reviewed (gold), not the teacher's guesses.
+        splits = assign_splits(list(sel.loc[sel["selected"], "drive_id"]), policy.splits)
+        test = sel["selected"] & (sel["drive_id"].map(splits) == "test")
+        sel.loc[test & ~sel["review"], "reasons"] = sel.loc[test & ~sel["review"], "reasons"].map(lambda r: ";".join(filter(None, [r, "gold:test_split"])))
+        sel["review"] = sel["review"] | test
     exported = 0
     review = sel[sel["review"]]
     by_frame = dict(list(objects.groupby(["drive_id", "frame_index"])))
@@ -264,7 +275,11 @@ def build_curated_set(home: HomeLayout, cohort: str, policy: CurationPolicy, rep
     objects = datasets.read_table(store, auto, "objects").to_pandas()
     known = set(zip(sel["drive_id"], sel["frame_index"].astype(int)))
     returns = collect_returns(home, cohort, known, ontology)
-    samples = sel[sel["selected"]].copy()
+    # Every reviewed frame is kept (the teacher's seed set too): gold labels are the scarcest data there is.
+    gold = pd.Series([k in returns.reviewed_frames for k in zip(sel["drive_id"], sel["frame_index"].astype(int))], index=sel.index)
+    samples = sel[sel["selected"] | gold].copy()
+    seed_only = ~samples["selected"]
+    samples.loc[seed_only, "reasons"] = "reviewed_seed"
     keys = list(zip(samples["drive_id"], samples["frame_index"].astype(int)))
     reviewed = [k in returns.reviewed_frames for k in keys]
     samples["label_source"] = np.where(reviewed, "review", "auto")

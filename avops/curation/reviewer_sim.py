@@ -16,6 +16,25 @@ from avops.curation.reviews import returns_dir, tasks_dir
 from avops.home import HomeLayout
 
 REVIEWER = "simulated-reviewer"
+VRU = ("pedestrian", "cyclist")
+INCIDENT_MIN_HEIGHT_PX = 10.0  # a VRU this tall is close: missing it is what a field incident report describes
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _incident(truth_boxes, truth_classes, prelabels, odd: dict) -> str | None:
+    """Report an incident when the field model's labels missed a close vulnerable road user."""
+    for box, cls in zip(truth_boxes, truth_classes):
+        if cls in VRU and box[3] - box[1] >= INCIDENT_MIN_HEIGHT_PX and not any(
+                o.cls == cls and _iou(o.box, box) >= 0.3 for o in prelabels):
+            return f"missed {cls} at close range ({odd.get('illumination')}, {odd.get('weather')})"
+    return None
 
 
 def _truth(home: HomeLayout, cohort: str, drive_id: str) -> dict:
@@ -35,13 +54,17 @@ def answer_tasks(home: HomeLayout, cohort: str, delay_seconds: float = 0.0, now:
         out = returns_dir(home, cohort) / task.name
         if out.exists() or now - task.stat().st_mtime < delay_seconds:
             continue
-        meta, frames = openlabel.parse_document(openlabel.load_document(task))
+        doc = openlabel.load_document(task)
+        meta, frames = openlabel.parse_document(doc)
+        field_model_labels = "review" in str(doc.get("openlabel", {}).get("metadata", {}).get("annotator", ""))
         truth = _truth(home, cohort, meta["drive_id"])
         by_index = {f["frame_index"]: f for f in truth.get("camera_frames", [])}
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         for fr in frames:
             t = by_index.get(fr.frame_index)
             fr.status = "reviewed"
+            if t is not None and field_model_labels:
+                fr.incident = _incident(t["boxes"], t["classes"], fr.objects, fr.odd)
             fr.objects = [] if t is None else [
                 openlabel.ObjectLabel(box=tuple(float(v) for v in box), cls=cls, confidence=1.0, source="review",
                                       reviewer=REVIEWER, reviewed_at=stamp)

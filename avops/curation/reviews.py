@@ -63,6 +63,7 @@ class ReturnsResult:
     quarantined: list[Quarantined] = field(default_factory=list)
     rejected_frames: list[dict] = field(default_factory=list)
     frame_reviews: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)  # (drive, frame) -> (reviewer, reviewed_at)
+    incidents: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)  # (drive, frame) -> (report, reviewer)
 
 
 def collect_returns(home: HomeLayout, cohort: str, known_frames: set[tuple[str, int]], ontology: Ontology) -> ReturnsResult:
@@ -101,6 +102,10 @@ def collect_returns(home: HomeLayout, cohort: str, known_frames: set[tuple[str, 
             result.frame_reviews[key] = ((first.reviewer if first and first.reviewer else annotator),
                                          (first.reviewed_at if first and first.reviewed_at else returned_at))
             rows[key] = []
+            if fr.incident:
+                result.incidents[key] = (fr.incident.strip(), result.frame_reviews[key][0])
+            else:
+                result.incidents.pop(key, None)
             for obj in fr.objects:
                 rows[key].append({
                     "drive_id": drive_id, "frame_index": fr.frame_index,

@@ -38,6 +38,7 @@ ALIAS_STAGES: dict[str, set[str]] = {"production": {"released"}}
 EVENT_KINDS = ("registered", "stage", "alias_set", "alias_removed")
 BUSY_TIMEOUT_MS = 30_000
 SCHEMA_VERSION = 1
+_PG_SCHEMA_LOCK = 0x61766F7073  # "avops": serializes schema creation across processes
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _VERSION_COLS = "name, version, cohort, artifact_sha256, stage, lineage, metrics, created_at, created_by"
@@ -127,6 +128,20 @@ def _schema(dialect: str) -> list[str]:
             "DROP TRIGGER IF EXISTS model_history_no_truncate ON model_history",
             """CREATE TRIGGER model_history_no_truncate BEFORE TRUNCATE ON model_history
                FOR EACH STATEMENT EXECUTE FUNCTION avops_append_only()""",
+            """CREATE OR REPLACE FUNCTION avops_versions_guard() RETURNS trigger AS $$
+               BEGIN
+                 IF TG_OP = 'DELETE' THEN RAISE EXCEPTION 'model versions cannot be deleted: block them instead'; END IF;
+                 IF (NEW.name, NEW.version, NEW.cohort, NEW.artifact_sha256, NEW.lineage, NEW.metrics, NEW.created_at, NEW.created_by)
+                    IS DISTINCT FROM (OLD.name, OLD.version, OLD.cohort, OLD.artifact_sha256, OLD.lineage, OLD.metrics, OLD.created_at, OLD.created_by)
+                 THEN RAISE EXCEPTION 'model versions are immutable except for their stage'; END IF;
+                 RETURN NEW;
+               END $$ LANGUAGE plpgsql""",
+            "DROP TRIGGER IF EXISTS model_versions_guard ON model_versions",
+            """CREATE TRIGGER model_versions_guard BEFORE UPDATE OR DELETE ON model_versions
+               FOR EACH ROW EXECUTE FUNCTION avops_versions_guard()""",
+            "DROP TRIGGER IF EXISTS model_versions_no_truncate ON model_versions",
+            """CREATE TRIGGER model_versions_no_truncate BEFORE TRUNCATE ON model_versions
+               FOR EACH STATEMENT EXECUTE FUNCTION avops_append_only()""",
         ]
     return ddl
 
@@ -204,14 +219,20 @@ class ModelRegistry:
                 yield _Conn(raw, "postgres")
 
     @contextmanager
-    def _transaction(self) -> Iterator[_Conn]:
-        """One write transaction that takes the writer lock up front (no lost updates, no upgrade deadlocks)."""
+    def _transaction(self, schema: bool = False) -> Iterator[_Conn]:
+        """One write transaction that takes the writer lock up front (no lost updates, no upgrade deadlocks).
+
+        On Postgres, creating the schema serializes on an advisory lock (the tables may not exist yet).
+        """
         with self._connect() as conn:
             if self.dialect == "sqlite":
                 conn.execute("BEGIN IMMEDIATE")
             else:
                 conn.execute("BEGIN")
-                conn.execute("LOCK TABLE model_versions, model_aliases, model_history IN SHARE ROW EXCLUSIVE MODE")
+                if schema:
+                    conn.execute(f"SELECT pg_advisory_xact_lock({_PG_SCHEMA_LOCK})")
+                else:
+                    conn.execute("LOCK TABLE model_versions, model_aliases, model_history IN SHARE ROW EXCLUSIVE MODE")
             try:
                 yield conn
             except BaseException:
@@ -222,7 +243,7 @@ class ModelRegistry:
     def _init_schema(self) -> None:
         if self.dialect == "sqlite":
             self._enable_wal()
-        with self._transaction() as conn:
+        with self._transaction(schema=True) as conn:
             for stmt in _schema(self.dialect):
                 conn.execute(stmt)
             if self.dialect == "sqlite":

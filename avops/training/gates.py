@@ -28,6 +28,7 @@ class Gate:
     min_lower_bound: float
     min_samples: int
     max_regression: float
+    on_insufficient: str = "block"  # block | warn: too few samples of the slice in the test split
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class GatePolicy:
     confidence: float
     gates: tuple[Gate, ...]
     path: str
+    iou: float = 0.5  # overlap a detection needs with a ground-truth box of its class to count
 
     @property
     def slices(self) -> list[SliceSpec]:
@@ -49,9 +51,15 @@ def load_gate_policy(path: str | Path | None = None) -> GatePolicy:
     for name, g in raw["gates"].items():
         if g.get("metric", "recall") not in ("recall", "precision"):
             raise ValueError(f"{p}: gate {name!r} has metric {g.get('metric')!r}; use recall or precision")
+        missing = [k for k in ("min_lower_bound", "min_samples") if k not in g]
+        if missing:
+            raise ValueError(f"{p}: gate {name!r} lacks {missing}")
+        if g.get("on_insufficient", "block") not in ("block", "warn"):
+            raise ValueError(f"{p}: gate {name!r} has on_insufficient {g.get('on_insufficient')!r}; use block or warn")
         gates.append(Gate(SliceSpec(name, dict(g.get("where") or {}), tuple(g.get("classes") or ())), g.get("metric", "recall"),
-                          float(g["min_lower_bound"]), int(g["min_samples"]), float(g.get("max_regression", 1.0))))
-    return GatePolicy(raw.get("bound", "wilson"), float(raw.get("confidence", 0.95)), tuple(gates), str(p))
+                          float(g["min_lower_bound"]), int(g["min_samples"]), float(g.get("max_regression", 1.0)),
+                          g.get("on_insufficient", "block")))
+    return GatePolicy(raw.get("bound", "wilson"), float(raw.get("confidence", 0.95)), tuple(gates), str(p), float(raw.get("iou", 0.5)))
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,8 @@ class GateResult:
     max_regression: float
     passed: bool
     reason: str
-
+    status: str = "pass"  # pass | fail | insufficient_evidence
+    blocks: bool = False  # whether this verdict stops promotion
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
@@ -82,7 +91,7 @@ def evaluate_gates(policy: GatePolicy, candidate: pd.DataFrame, production: pd.D
         name = g.slice.name
         if name not in cand.index:
             out.append(GateResult(name, g.metric, float("nan"), 0.0, g.min_lower_bound, 0, g.min_samples, None, None,
-                                  g.max_regression, False, "slice missing from the evaluation"))
+                                  g.max_regression, False, "slice missing from the evaluation", "fail", True))
             continue
         row = cand.loc[name]
         samples = int(row["objects"] if g.metric == "recall" else row["predictions"])
@@ -91,11 +100,15 @@ def evaluate_gates(policy: GatePolicy, candidate: pd.DataFrame, production: pd.D
         regression = None if prod_value is None or math.isnan(prod_value) or math.isnan(value) else prod_value - value
         reasons = []
         if samples < g.min_samples:
+            status = "insufficient_evidence"
             reasons.append(f"only {samples} samples, {g.min_samples} required")
-        if lower < g.min_lower_bound:
-            reasons.append(f"{g.metric} lower bound {lower:.3f} < {g.min_lower_bound:.3f}")
-        if regression is not None and regression > g.max_regression:
-            reasons.append(f"{g.metric} regressed by {regression:.3f} (> {g.max_regression:.3f}) against production {prod_value:.3f}")
+        else:
+            if lower < g.min_lower_bound:
+                reasons.append(f"{g.metric} lower bound {lower:.3f} < {g.min_lower_bound:.3f}")
+            if regression is not None and regression > g.max_regression:
+                reasons.append(f"{g.metric} regressed by {regression:.3f} (> {g.max_regression:.3f}) against production {prod_value:.3f}")
+            status = "fail" if reasons else "pass"
+        blocks = status == "fail" or (status == "insufficient_evidence" and g.on_insufficient == "block")
         out.append(GateResult(name, g.metric, value, lower, g.min_lower_bound, samples, g.min_samples, prod_value, regression,
-                              g.max_regression, not reasons, "; ".join(reasons) or "holds"))
+                              g.max_regression, status == "pass", "; ".join(reasons) or "holds", status, blocks))
     return out

@@ -41,7 +41,20 @@ def shadow_compare(frames: pd.DataFrame, candidate: list, production: list, slic
     rows = []
     for s in slices:
         idx = s.frames(out)
-        sub = out.loc[idx]
-        rows.append({"slice": s.name, "frames": len(sub), "disagreeing": int(sub["disagrees"].sum()),
-                     "rate": float(sub["disagrees"].mean()) if len(sub) else float("nan")})
+        if s.classes:  # e.g. VRUs: frames where either model sees one, judged on those classes only
+            keep = set(s.classes)
+            pairs = [(_only(candidate[i], keep), _only(production[i], keep)) for i in idx]
+            dis = pd.Series([frame_disagreement(cb, cc, pb, pc) for (cb, cc), (pb, pc) in pairs], index=idx)
+            dis = dis[[bool(len(cc) or len(pc)) for (_, cc), (_, pc) in pairs]]
+            flags = dis >= threshold
+        else:
+            flags = out.loc[idx, "disagrees"]
+        rows.append({"slice": s.name, "frames": len(flags), "disagreeing": int(flags.sum()),
+                     "rate": float(flags.mean()) if len(flags) else float("nan")})
     return out, pd.DataFrame(rows)
+
+
+def _only(det, classes: set[str]) -> tuple[np.ndarray, list[str]]:
+    cls = list(det.classes)
+    sel = [i for i, c in enumerate(cls) if c in classes]
+    return np.asarray(det.boxes, float).reshape(-1, 4)[sel], [cls[i] for i in sel]
