@@ -17,6 +17,16 @@ MAIN_JOB = "avops_main"
 # The main job: the whole asset graph (with its checks) for one cohort.
 main_job = dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all(), partitions_def=cohort_partitions)
 
+# TensorRT targets build on a GPU executor: this job carries the tags that route its runs there
+# (the queued run coordinator limits it to the GPU slots; on Kubernetes the pod asks for a GPU).
+GPU_JOB = "compile_engines_gpu"
+GPU_TAGS = {
+    "avops/executor": "gpu",
+    "dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}},
+}
+gpu_job = dg.define_asset_job(GPU_JOB, selection=dg.AssetSelection.keys(dg.AssetKey(["compile", "engines"])),
+                              partitions_def=cohort_partitions, tags=GPU_TAGS)
+
 # Propagation inside the graph is declarative (eager & blocking checks passed), evaluated by this sensor.
 automation = dg.AutomationConditionSensorDefinition(
     "avops_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
@@ -45,5 +55,5 @@ def resources() -> dict[str, dg.ConfigurableResource]:
 def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         load_from_defs_folder(project_root=PROJECT_ROOT),
-        dg.Definitions(resources=resources(), sensors=[landing_zone_sensor, review_returns_sensor, automation], jobs=[main_job]),
+        dg.Definitions(resources=resources(), sensors=[landing_zone_sensor, review_returns_sensor, automation], jobs=[main_job, gpu_job]),
     )

@@ -58,6 +58,7 @@ def demo_command(profile: str, cohorts: tuple[str, ...], campaign_round: bool) -
             bar.update(task, advance=1)
     _print_runs("avops demo: materialized partitions", outcomes)
     _print_gates(lay, selected)
+    _print_engines(lay, registry, selected)
     if not failed:
         _release(lay, selected)
     if not failed and campaign_round:
@@ -77,19 +78,27 @@ def _outcome(result, seconds: float) -> dict:
     checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     blocking = sorted({e.event_specific_data.check_name for e in checks
                        if not e.event_specific_data.passed and e.event_specific_data.severity.value == "ERROR"})
-    failed_steps = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    check_steps = all(any(step.endswith(name) for name in blocking) for step in failed_steps)
-    status = "success" if result.success else "blocked" if failed_steps and check_steps else "failed"
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    gpu = [e.step_key for e in failures if "unavailable on this host" in _error(e)]
+    other = [e.step_key for e in failures if e.step_key not in gpu and not any(e.step_key.endswith(n) for n in blocking)]
+    status = ("success" if result.success else "failed" if other or not failures else "blocked" if blocking else "needs GPU")
+    if gpu and status == "blocked":
+        status = "blocked"  # a gate stopped it; the GPU step is the lesser news
     return {"run": result.run_id[:8], "status": status, "assets": len(result.get_asset_materialization_events()),
             "checks": f"{sum(bool(e.event_specific_data.passed) for e in checks)}/{len(checks)}", "blocked_by": blocking,
             "seconds": seconds}
+
+
+def _error(event) -> str:
+    err = getattr(event.event_specific_data, "error", None)
+    return "" if err is None else (err.message or "")
 
 
 def _print_runs(title: str, outcomes: dict) -> None:
     table = Table(title=title)
     for col in ("cohort", "run", "status", "assets", "checks passed", "seconds"):
         table.add_column(col, no_wrap=col == "cohort")
-    colour = {"success": "green", "blocked": "yellow", "failed": "red"}
+    colour = {"success": "green", "blocked": "yellow", "needs GPU": "cyan", "failed": "red"}
     for cohort, o in outcomes.items():
         status = f"[{colour[o['status']]}]{o['status']}[/]" + (f" by {', '.join(o['blocked_by'])}" if o["blocked_by"] else "")
         table.add_row(cohort, o["run"], status, str(o["assets"]), o["checks"], f"{o['seconds']:.1f}")
@@ -109,22 +118,59 @@ def _print_gates(lay, cohorts: list[str]) -> None:
         rows[c] = ev
     if not rows:
         return
-    names = [g["gate"] for g in next(iter(rows.values()))["gates"]]
-    table = Table(title="safety gates: 95% lower bound of recall  ✓ pass  ✗ blocks  ~ too few samples (warns)")
-    table.add_column("cohort", no_wrap=True)
-    for n in names:
-        table.add_column(n.replace("_", " "), justify="right")
-    table.add_column("incidents", justify="right")
     first = next(iter(rows.values()))["gates"]
-    table.add_row("[dim]threshold[/]", *[f"[dim]≥{g['threshold']:.2f}[/]" for g in first], "[dim]passed[/]")
-    for c, ev in rows.items():
+    table = Table(title="safety gates: 95% lower bound of recall per cohort  ✓ pass  ✗ blocks  ~ too few samples (warns)")
+    table.add_column("gate")
+    table.add_column("threshold", justify="right")
+    for c in rows:
+        table.add_column(c, justify="right")
+    for i, g0 in enumerate(first):
         cells = []
-        for g in ev["gates"]:
+        for ev in rows.values():
+            g = ev["gates"][i]
             mark = {"pass": "[green]✓[/]", "fail": "[red]✗[/]"}.get(g["status"], "[red]✗[/]" if g["blocks"] else "[yellow]~[/]")
-            cells.append(f"{g['lower_bound']:.2f}{mark}")
+            cells.append(f"{g['lower_bound']:.2f} {mark}")
+        table.add_row(g0["gate"], f"≥{g0['threshold']:.2f}", *cells)
+    incidents = []
+    for ev in rows.values():
         inc = ev["incidents"]
-        cells.append(f"{sum(i['passed'] for i in inc)}/{len(inc)}" + (f" [red]{len(ev['incident_regressions'])} regressed[/]" if ev["incident_regressions"] else ""))
-        table.add_row(c, *cells)
+        incidents.append(f"{sum(i['passed'] for i in inc)}/{len(inc)}" + (f" [red]{len(ev['incident_regressions'])} regr.[/]" if ev["incident_regressions"] else ""))
+    table.add_row("incidents passed", "", *incidents)
+    console.print(table)
+
+
+def _print_engines(lay, registry, cohorts: list[str]) -> None:
+    """Engines per cohort: what was built (precision, latency on target, worst parity drop) or why not."""
+    from avops import datasets
+    from avops.compile import pipeline as compiling
+    from avops.compile.backends import ToolchainUnavailable
+    from avops.compile.socs import load_catalog
+    from avops.store import ObjectStore
+
+    store, socs = ObjectStore(lay.objects), load_catalog()
+    table = Table(title="compiled engines (checkpoint -> ONNX -> engine); latency is the target estimate")
+    for col in ("cohort", "target", "engines", "status"):
+        table.add_column(col, no_wrap=col == "cohort")
+    for c in cohorts:
+        soc = socs.get(registry.cohort(c).soc)
+        for key, target in ((compiling.ENGINES, soc.id if soc else registry.cohort(c).soc), (compiling.SIL_ENGINES, "x86-ecu (SIL)")):
+            m = datasets.current(store, lay.refs, key, c)
+            if m is not None:
+                parts = []
+                for r in m.body["engines"]:
+                    drops = [v["drop"] for v in r["parity"].get("slices", {}).values() if v["drop"] is not None]
+                    lat = r["budget"].get("latency_ms_target_estimate")
+                    parts.append(f"{r['precision']} {'' if lat is None else f'{lat:.2f} ms'} drop≤{max(drops or [0]):.3f}")
+                ok = all(r["status"] == "ok" for r in m.body["engines"])
+                table.add_row(c, target, "; ".join(parts), "[green]built[/]" if ok else "[red]blocked[/]")
+                continue
+            why = "not compiled: no validated checkpoint (blocked at the gates)"
+            if key == compiling.ENGINES and soc is not None:
+                try:
+                    compiling.ensure_buildable(soc)
+                except ToolchainUnavailable as exc:
+                    why = str(exc).split(";")[0]
+            table.add_row(c, target, "", f"[yellow]{why}[/]")
     console.print(table)
 
 
@@ -190,6 +236,7 @@ def _campaign_round(job, instance, registry, lay, profile: str, cohorts: list[st
     if failed:
         raise click.ClickException(f"the campaign round's runs failed for {', '.join(failed)}: open the UI (make ui) and look at the runs")
     _print_gates(lay, list(plans))
+    _print_engines(lay, registry, list(plans))
     rounds = []
     for c, (campaign, before) in plans.items():
         _, after = pipeline.campaign_for(lay, c, policy)

@@ -1,14 +1,20 @@
 """Shared fixtures: a tiny simulated fleet in a temporary AVOPS_HOME."""
 
+import hashlib
+import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
 import pytest
 import yaml
 
+from avops.curation.campaigns import Campaign, CampaignTarget
 from avops.fleet.simulator import simulate_fleet
+from avops.fleet_registry import load_registry, project_root
 from avops.home import HomeLayout
-from avops.fleet_registry import load_registry
+from avops.store import parquet_bytes
 
 TINY_FLEET = {
     "cohorts": [
@@ -126,3 +132,67 @@ def postgres_url(tmp_path_factory):
     finally:
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- a gold-labeled cohort for training/compile tests
+GOLD_COHORT = "orin-my2024-eu"
+
+
+def _split(drive_id: str) -> str:
+    return "test" if int(hashlib.sha256(drive_id.encode()).hexdigest()[:8], 16) % 3 == 0 else "train"
+
+
+@pytest.fixture(scope="session")
+def gold(tmp_path_factory):
+    """3 vehicles x 6 drives x 15 s at 4 Hz plus a night campaign; labels from ground truth; committed twice."""
+    root = tmp_path_factory.mktemp("training")
+    fleet = json.loads(json.dumps(TINY_FLEET))
+    fleet["cohorts"] = [dict(fleet["cohorts"][0], vehicle_count=3, loggers=["mcap"] * 3)]
+    fleet["simulation"]["profiles"]["train"] = dict(fleet["simulation"]["profiles"]["tiny"], drives_per_vehicle=6,
+                                                    drive_seconds=15, camera_hz=4)
+    (root / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    registry = load_registry(root / "fleet.yaml")
+    home = HomeLayout(root / "home")
+    simulate_fleet(registry, home, profile="train")
+    night = Campaign("night-test", GOLD_COHORT, (CampaignTarget("night", {"illumination": "night"}, 0, 40),), drives_per_vehicle=2)
+    simulate_fleet(registry, home, profile="train", campaign=night)
+    from avops.curation.pipeline import load_frames
+    from avops.ingest.ingest import ingest_partition
+    from avops.versioning.factory import open_repository
+
+    ingest_partition(home, registry.cohort(GOLD_COHORT))
+    frames, _ = load_frames(home, GOLD_COHORT)
+    frames = frames[frames["frame_index"] % 2 == 0].reset_index(drop=True)
+    labels = []
+    for path in sorted((home.sim_truth / GOLD_COHORT).rglob("*.json")):
+        truth = json.loads(path.read_text())
+        for f in truth["camera_frames"]:
+            for box, cls in zip(f["boxes"], f["classes"]):
+                labels.append({"drive_id": truth.get("drive_id", path.stem), "frame_index": f["frame_index"],
+                               "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3], "cls": cls})
+    labels = pd.DataFrame(labels)
+    frames["split"] = frames["drive_id"].map(_split)
+    assert {"train", "test"} <= set(frames.loc[frames["illumination"] == "night", "split"]), "night drives in both splits"
+    repo = open_repository("embedded", "curated-sets", home=home)
+    repo.ensure()
+    prefix = f"cohorts/{GOLD_COHORT}"
+    repo.put("main", f"{prefix}/samples.parquet", parquet_bytes(pa.Table.from_pandas(frames, preserve_index=False)))
+    repo.put("main", f"{prefix}/labels.parquet", parquet_bytes(pa.Table.from_pandas(labels, preserve_index=False)))
+    repo.put("main", f"{prefix}/manifest.json", json.dumps({"cohort": GOLD_COHORT}).encode())
+    clean = repo.commit("main", "gold set", {"cohort": GOLD_COHORT}).id
+    repo.create_branch("planted-no-night", "main")
+    planted_frames = frames[~((frames["split"] == "train") & (frames["illumination"] == "night"))]
+    repo.put("planted-no-night", f"{prefix}/samples.parquet", parquet_bytes(pa.Table.from_pandas(planted_frames, preserve_index=False)))
+    planted = repo.commit("planted-no-night", "planted fault: night frames removed from train", {"cohort": GOLD_COHORT}).id
+
+    policy = yaml.safe_load((project_root() / "config" / "safety_gates.yaml").read_text())
+    for name, g in policy["gates"].items():  # same gate names as the project policy; thresholds for this set
+        g.update(min_samples=1, min_lower_bound=0.0, on_insufficient="warn", max_regression=1.0)
+    policy["gates"]["overall"].update(min_lower_bound=0.15, min_samples=30, on_insufficient="block")
+    policy["gates"]["night"].update(min_lower_bound=0.05, min_samples=10, on_insufficient="block")
+    (root / "gates.yaml").write_text(yaml.safe_dump(policy))
+    training = dict(yaml.safe_load((project_root() / "config" / "training.yaml").read_text()), epochs=20)
+    (root / "training.yaml").write_text(yaml.safe_dump(training))
+    return {"home": home, "repo": repo, "clean": clean, "planted": planted, "root": root, "registry_path": root / "fleet.yaml"}
+
+

@@ -7,13 +7,13 @@ commit, so the checkpoint's lineage names exactly the bytes it learned from.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import io
 
 from avops.store import ObjectStore, sha256_bytes
 from avops.versioning.base import DatasetRepository

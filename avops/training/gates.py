@@ -38,6 +38,7 @@ class GatePolicy:
     gates: tuple[Gate, ...]
     path: str
     iou: float = 0.5  # overlap a detection needs with a ground-truth box of its class to count
+    engine_max_drop: float = 0.03  # largest drop of a gate's metric from the FP32 checkpoint to a compiled engine
 
     @property
     def slices(self) -> list[SliceSpec]:
@@ -59,7 +60,8 @@ def load_gate_policy(path: str | Path | None = None) -> GatePolicy:
         gates.append(Gate(SliceSpec(name, dict(g.get("where") or {}), tuple(g.get("classes") or ())), g.get("metric", "recall"),
                           float(g["min_lower_bound"]), int(g["min_samples"]), float(g.get("max_regression", 1.0)),
                           g.get("on_insufficient", "block")))
-    return GatePolicy(raw.get("bound", "wilson"), float(raw.get("confidence", 0.95)), tuple(gates), str(p), float(raw.get("iou", 0.5)))
+    return GatePolicy(raw.get("bound", "wilson"), float(raw.get("confidence", 0.95)), tuple(gates), str(p), float(raw.get("iou", 0.5)),
+                      float(raw.get("engine_max_drop", 0.03)))
 
 
 @dataclass(frozen=True)

@@ -151,8 +151,6 @@ def xsd_path(minor: int = OSC_MINOR) -> Path:
 
 def validate_scenario(data: bytes, minor: int = OSC_MINOR) -> list[str]:
     """Schema errors of an OpenSCENARIO document (empty when valid)."""
-    import xmlschema
-
     schema = _schema(str(xsd_path(minor)))
     return [f"{e.path}: {e.reason}" for e in schema.iter_errors(io.BytesIO(data))][:20]
 

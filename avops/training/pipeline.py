@@ -8,8 +8,9 @@ without Dagster.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from avops.registry import ModelRegistry, ModelVersion
 from avops.store import ObjectStore, sha256_file
 from avops.training import incidents as inc_lib
 from avops.training.checkpoints import Checkpoint, TrainConfig, load_checkpoint, train_checkpoint
-from avops.training.data import load_training_set
+from avops.training.data import load_images, load_training_set
 from avops.training.evaluation import Evaluation, evaluate_on, judge, per_class_recall, predict
 from avops.training.gates import GatePolicy, GateResult
 from avops.training.shadow import shadow_compare
@@ -59,8 +60,6 @@ def train(home: HomeLayout, repo: DatasetRepository, registry: ModelRegistry, co
     ``exclude`` drops train-split frames matching an ODD filter (ablations and planted-fault tests);
     it is recorded in the lineage so such a model can never pass for a clean one.
     """
-    import time
-
     ontology = ontology or load_ontology()
     data = load_training_set(repo, dataset_ref, cohort)
     if exclude:
@@ -264,17 +263,10 @@ def harvest_incidents(home: HomeLayout, cohort: str, ontology: Ontology | None =
         first = by_key.loc[(drive_id, idx[0])]
         odd = {c: (bool(first[c]) if c == "roadworks" else str(first[c])) for c in ("illumination", "weather", "road_type", "roadworks")}
         crit = sorted({c for f in rows for c in f.classes if c in ontology.vru_classes}) or sorted({c for f in rows for c in f.classes})
-        from PIL import Image
-        import io
-
-        w, h = Image.open(io.BytesIO(store.get_bytes(rows[0].image_sha256))).size
+        h, w = load_images(store, [rows[0].image_sha256]).shape[1:3]
         inc = inc_lib.Incident(inc_lib.incident_id(drive_id, idx), cohort, drive_id, description, odd, crit, rows,
                                {"reported_by": members[0][1], "via": "review queue"}, image_size=(h, w))
         added, is_new = inc_lib.add_incident(home, store, inc)
         if is_new:
             new.append(added)
     return new, len(inc_lib.load_library(home))
-
-
-def gate_summary(gates: list[GateResult]) -> dict:
-    return {g.gate: asdict(g) for g in gates}

@@ -1,0 +1,1 @@
+"""Per-SoC compiled engines: ONNX export, backends (ONNX Runtime, TensorRT), parity, budgets, compatibility."""

@@ -1,0 +1,98 @@
+"""Compile: per-SoC engines (and SIL engines) from the validated checkpoint, and the compatibility matrix."""
+
+import dagster as dg
+
+from avops.compile import pipeline as compile_pipeline
+from avops.compile.backends import ToolchainUnavailable
+from avops.compile.socs import load_catalog
+from avops.training.gates import load_gate_policy
+from avops_assets.defs.curation.assets import PROPAGATE
+from avops_assets.defs.training.assets import VALIDATED
+from avops_assets.partitions import cohort_partitions
+from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, ModelRegistryResource
+
+ENGINES = dg.AssetKey(["compile", "engines"])
+SIL_ENGINES = dg.AssetKey(["compile", "sil_engines"])
+COMPATIBILITY = dg.AssetKey(["compile", "compatibility"])
+SIL_TARGET = "x86-ecu"
+
+COMMON = dict(group_name="compile", partitions_def=cohort_partitions, code_version=compile_pipeline.COMPILE_VERSION,
+              automation_condition=PROPAGATE)
+
+
+def _engine_table(records: list[dict]) -> str:
+    lines = ["**Engines and their compilation graph**", "",
+             "| precision | toolchain | engine | ← onnx | ← checkpoint | calibration | parity (worst drop) | latency on target | status |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        drops = [s["drop"] for s in r["parity"].get("slices", {}).values() if s["drop"] is not None]
+        worst = f"{max(drops):+.3f}" if drops else "n/a"
+        lat = r["budget"].get("latency_ms_target_estimate")
+        lines.append(f"| {r['precision']} | {r['toolchain']} {r['toolchain_version']} | `{r['engine_sha256'][:12]}` | "
+                     f"`{r['source_onnx_sha256'][:12]}` | `{r['source_checkpoint_sha256'][:12]}` (v{r['model_version']}) | "
+                     f"{r['calibration_frames'] or '—'} | {worst} | {'n/a' if lat is None else f'{lat:.2f} ms (est.)'} | {r['status']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _build(context, target: str | None, key: str, avops_home, dataset_versioning, model_registry, fleet) -> dg.MaterializeResult:
+    cohort = fleet.load().cohort(context.partition_key)
+    socs = load_catalog()
+    soc_id = target or cohort.soc
+    if soc_id not in socs:
+        raise dg.Failure(f"SoC {soc_id!r} of cohort {cohort.id} is not in config/socs.yaml: add it there (see README, 'Adding a target')")
+    try:
+        m, records = compile_pipeline.build_engines(avops_home.layout(), dataset_versioning.open(), model_registry.open(), cohort,
+                                                    socs[soc_id], load_gate_policy(), key=key)
+    except ToolchainUnavailable as exc:
+        raise dg.Failure(str(exc), metadata={"soc": soc_id, "toolchain": socs[soc_id].toolchain, "buildable_here": False}) from exc
+    except LookupError as exc:
+        raise dg.Failure(str(exc)) from exc
+    return dg.MaterializeResult(
+        metadata={"soc": soc_id, "target": dg.MetadataValue.json(socs[soc_id].spec()), "engines": dg.MetadataValue.md(_engine_table(records)),
+                  "engine_records": dg.MetadataValue.json(records), "source_onnx_sha256": m.body["source_onnx_sha256"],
+                  "source_checkpoint_sha256": m.body["source_checkpoint_sha256"], "model_version": m.body["model_version"],
+                  "manifest_sha256": m.digest},
+        data_version=dg.DataVersion(m.digest),
+    )
+
+
+@dg.asset(key=ENGINES, deps=[VALIDATED], kinds={"onnx"}, op_tags={"avops/toolchain": "per-soc"}, **COMMON)
+def engines(context: dg.AssetExecutionContext, avops_home: AvopsHome, dataset_versioning: DatasetVersioning,
+            model_registry: ModelRegistryResource, fleet: FleetRegistryResource) -> dg.MaterializeResult:
+    """Engines of the validated checkpoint for the cohort's SoC (config/socs.yaml), one per precision it runs.
+
+    ONNX Runtime targets build here (graph-optimized FP32, static INT8 QDQ calibrated on the
+    calibration split); TensorRT targets build on a GPU executor (job `compile_engines_gpu`) and
+    fail fast elsewhere. Each engine records its compilation graph: checkpoint -> ONNX -> engine.
+    """
+    return _build(context, None, compile_pipeline.ENGINES, avops_home, dataset_versioning, model_registry, fleet)
+
+
+@dg.asset(key=SIL_ENGINES, deps=[VALIDATED], kinds={"onnx"}, **COMMON)
+def sil_engines(context: dg.AssetExecutionContext, avops_home: AvopsHome, dataset_versioning: DatasetVersioning,
+                model_registry: ModelRegistryResource, fleet: FleetRegistryResource) -> dg.MaterializeResult:
+    """The same checkpoint compiled for the x86 simulation ECU (software/hardware-in-the-loop testing)."""
+    return _build(context, SIL_TARGET, compile_pipeline.SIL_ENGINES, avops_home, dataset_versioning, model_registry, fleet)
+
+
+# Depends on the SIL engines only: a TensorRT cohort's `engines` partition fails here (no GPU), and the
+# matrix must still be rebuilt; it reads every cohort's current engine manifests from the store.
+@dg.asset(key=COMPATIBILITY, deps=[SIL_ENGINES], kinds={"json"}, **COMMON)
+def compatibility(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: FleetRegistryResource) -> dg.MaterializeResult:
+    """Every engine built so far against this cohort's vehicles: compatible or not, with the reason.
+
+    The cohort's model year pins its runtime (config/socs.yaml); OTA packaging ships only engines
+    this matrix allows.
+    """
+    registry = fleet.load()
+    cohort = registry.cohort(context.partition_key)
+    m, rows = compile_pipeline.publish_compatibility(avops_home.layout(), cohort, registry.cohort_ids, load_catalog())
+    ok = rows[rows["compatible"]]
+    lines = ["**Engines × this cohort**", "", "| engine | built for | soc | precision | toolchain | compatible | reason |", "|---|---|---|---|---|---|---|"]
+    for r in rows.to_dict("records"):
+        engine = f"`{r['engine_sha256'][:12]}`" if r["engine_sha256"] else "—"
+        lines.append(f"| {engine} | {r['built_for'] or '—'} | {r['soc']} | {r['precision']} | {r['toolchain']} | "
+                     f"{'✅' if r['compatible'] else '⛔'} | {r['reason']} |")
+    return dg.MaterializeResult(metadata={"compatible_engines": len(ok), "engines_considered": len(rows),
+                                          "matrix": dg.MetadataValue.md("\n".join(lines) + "\n"), "manifest_sha256": m.digest},
+                                data_version=dg.DataVersion(m.digest))

@@ -1,0 +1,141 @@
+"""Compiled engines: ONNX export parity, INT8 calibration on its own split, parity/budget checks, TensorRT, the matrix."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from avops.compile import backends
+from avops.compile import pipeline as cp
+from avops.compile.export import export_onnx, opset_of, torch_raw
+from avops.compile.socs import CatalogError, load_catalog
+from avops.fleet_registry import load_registry
+from avops.registry import ModelRegistry
+from avops.store import ObjectStore, parquet_bytes
+from avops.training import pipeline as tp
+from avops.training.checkpoints import Detector, TrainConfig
+from avops.training.data import load_images, load_training_set
+from avops.training.gates import load_gate_policy
+from tests.conftest import GOLD_COHORT as COHORT
+
+
+@pytest.fixture(scope="module")
+def built(gold):
+    """A validated checkpoint trained on a set with a calibration (val) split, and its x86 engines."""
+    home, repo = gold["home"], gold["repo"]
+    data = load_training_set(repo, gold["clean"], COHORT)
+    s = data.samples.copy()
+    train_drives = sorted(s.loc[s["split"] == "train", "drive_id"].unique())
+    s.loc[s["drive_id"].isin(train_drives[::4]), "split"] = "val"
+    repo.create_branch("with-calibration", "main")
+    repo.put("with-calibration", f"cohorts/{COHORT}/samples.parquet", parquet_bytes(pa.Table.from_pandas(s, preserve_index=False)))
+    commit = repo.commit("with-calibration", "val split for INT8 calibration", {"cohort": COHORT}).id
+    reg = ModelRegistry(f"sqlite:///{home.root / 'compile-test-registry.sqlite'}")
+    cfg = TrainConfig(epochs=12, class_score_thresholds={"pedestrian": 0.1, "cyclist": 0.1})
+    r = tp.train(home, repo, reg, COHORT, commit, cfg, "test")
+    tp.validate(reg, r.version.version, "0" * 64, "test")
+    cohort = load_registry(gold["registry_path"]).cohort(COHORT)
+    policy = load_gate_policy(gold["root"] / "gates.yaml")
+    m, records = cp.build_engines(home, repo, reg, cohort, load_catalog()["x86-ecu"], policy, measure_runs=20, key="test/x86")
+    return {"home": home, "repo": repo, "reg": reg, "commit": commit, "train": r, "cohort": cohort, "policy": policy,
+            "records": records, "manifest": m, "data": load_training_set(repo, commit, COHORT)}
+
+
+def test_onnx_export_matches_pytorch_on_random_and_real_frames(built):
+    model = built["train"].checkpoint.model
+    data = export_onnx(model, 17)
+    assert opset_of(data) == 17
+    runner = backends.OrtEngineDetector(data)
+    real = load_images(ObjectStore(built["home"].objects), list(built["data"].split("test")["object_sha256"][:16])).astype(np.float32)
+    rand = np.random.default_rng(0).uniform(0, 255, (4, 96, 96, 3)).astype(np.float32)
+    for x in (real, rand):
+        assert np.abs(runner.raw(x) - torch_raw(model, x)).max() < 1e-3
+    same = [(a.classes, np.round(a.boxes, 2).tolist()) for a in model.predict(real.astype(np.uint8))]
+    assert same == [(b.classes, np.round(b.boxes, 2).tolist()) for b in runner.predict(real.astype(np.uint8))]
+
+
+def test_engines_record_their_compilation_graph_and_pass_their_checks(built):
+    recs = {r["precision"]: r for r in built["records"]}
+    assert set(recs) == {"fp32", "int8"}
+    ck = built["train"].checkpoint.digest
+    store = ObjectStore(built["home"].objects)
+    for r in recs.values():
+        assert r["source_checkpoint_sha256"] == ck and store.verify(r["engine_sha256"]) and store.has(r["source_onnx_sha256"])
+        assert r["target"]["soc"] == "x86-ecu" and r["toolchain"] == "onnxruntime" and r["deterministic"]
+        assert r["budget"]["passed"] and "stand-in" in r["budget"]["measured_on"], r["budget"]
+        assert r["parity"]["passed"], r["parity"]
+    assert recs["fp32"]["engine_sha256"] != recs["int8"]["engine_sha256"]
+    # INT8 calibration read the calibration split and nothing else
+    val = built["data"].split("val")
+    assert recs["int8"]["calibration_frames"] == len(val) > 0 and recs["int8"]["calibration_split"] == "val"
+    assert recs["int8"]["calibration_sha256"] == cp.sha256_bytes("\n".join(sorted(val["object_sha256"])).encode())
+    assert recs["fp32"]["calibration_sha256"] is None
+    # deterministic toolchain: identical inputs, identical engine digests
+    again = backends.build_ort_int8(store.get_bytes(recs["int8"]["source_onnx_sha256"]), "x86-ecu",
+                                    load_images(store, list(val["object_sha256"])).astype(np.float32), recs["int8"]["calibration_sha256"])
+    assert cp.sha256_bytes(again.data) == recs["int8"]["engine_sha256"]
+
+
+def test_calibration_frames_from_a_test_drive_are_refused(built):
+    data = built["data"]
+    s = data.samples.copy()
+    test_drive = s.loc[s["split"] == "test", "drive_id"].iloc[0]
+    calib = s[(s["split"] == "val") | (s["drive_id"] == test_drive)]
+    assert cp.calibration_leakage(data, calib) == [test_drive]
+    assert cp.calibration_leakage(data, data.split("val")) == []
+
+
+def test_an_engine_built_from_corrupted_weights_fails_parity(built):
+    model = built["train"].checkpoint.model
+    corrupt = Detector.from_bytes(model.to_bytes())
+    with torch.no_grad():
+        for name, p in corrupt.members[0].named_parameters():
+            if p.ndim == 4:
+                p.mul_(-1.0)  # flipped conv weights: a bit-rot or wrong-file failure, not noise
+    m, records = cp.build_engines(built["home"], built["repo"], built["reg"], built["cohort"], load_catalog()["x86-ecu"],
+                                  built["policy"], weights_override=corrupt.to_bytes(), measure_runs=5, key="test/corrupt")
+    assert all(r["status"] == "blocked" and not r["parity"]["passed"] for r in records)
+    worst = max(v["drop"] for v in records[0]["parity"]["slices"].values() if v["drop"] is not None)
+    assert worst > built["policy"].engine_max_drop
+    assert records[0]["source_checkpoint_sha256"] == built["train"].checkpoint.digest, "the engine still names what it claims to be"
+    rows = cp.compatibility_rows(records, built["cohort"], load_catalog())
+    row = rows[rows["engine_sha256"] == records[0]["engine_sha256"]].iloc[0]
+    assert not row["compatible"] and "blocked" in row["reason"]
+    unbuildable = rows[rows["engine_sha256"].isna()].set_index("soc")["reason"]
+    assert "qnn cannot run on this host" in unbuildable["snapdragon-ride"], "the matrix names targets this host cannot build"
+
+
+def test_tensorrt_targets_fail_fast_with_a_clear_message(built):
+    ok, why = backends.tensorrt_status()
+    if ok:  # a GPU host: the real build runs (covered by the device check, not CI)
+        pytest.skip("TensorRT and a GPU are available here")
+    with pytest.raises(backends.ToolchainUnavailable, match="toolchain tensorrt unavailable on this host.*GPU executor"):
+        cp.build_engines(built["home"], built["repo"], built["reg"], built["cohort"], load_catalog()["orin"], built["policy"])
+    with pytest.raises(backends.ToolchainUnavailable, match="toolchain tensorrt unavailable"):
+        backends.build_tensorrt(b"", "orin", "fp16", "10.3")
+    with pytest.raises(backends.ToolchainUnavailable, match="qnn cannot run on this host"):
+        cp.ensure_buildable(load_catalog()["snapdragon-ride"])
+
+
+def test_the_matrix_refuses_wrong_opset_precision_soc_and_runtime(built):
+    socs = load_catalog()
+    ok = dict(built["records"][0], soc="rcar-v4h", status="ok", opset=17, precision="int8")
+    fleet = load_registry()
+    rcar = fleet.cohort("rcarv4h-my2023-us")
+    assert cp.compatibility(ok, rcar, socs)[0]
+    assert cp.compatibility(dict(ok, opset=9), rcar, socs) == (False, "ONNX opset 9 outside rcar-v4h's range 11-21")
+    assert "cannot execute fp16" in cp.compatibility(dict(ok, precision="fp16"), rcar, socs)[1]
+    assert "built for rcar-v4h, vehicles have orin" in cp.compatibility(ok, fleet.cohort("orin-my2024-eu"), socs)[1]
+    trt = dict(ok, soc="orin", toolchain="tensorrt", toolchain_version="10.3", precision="fp16")
+    assert cp.compatibility(trt, fleet.cohort("orin-my2025-cn"), socs)[0]
+    assert "MY2024 vehicles run TensorRT 8.6" in cp.compatibility(trt, fleet.cohort("orin-my2024-eu"), socs)[1]
+
+
+def test_catalog_errors_name_the_file_and_the_soc(tmp_path):
+    (tmp_path / "socs.yaml").write_text("socs:\n  foo: {precisions: [int4], toolchain: x, toolchain_versions: ['1'], opset: [11, 17], "
+                                        "memory_budget_mb: 1, latency_budget_ms: 1}\n")
+    with pytest.raises(CatalogError, match=r"socs.yaml: SoC 'foo' has unknown precision"):
+        load_catalog(tmp_path / "socs.yaml")
+    cat = load_catalog()
+    assert {"orin", "xavier", "rcar-v4h", "snapdragon-ride", "x86-ecu"} <= set(cat)
+    assert cat["orin"].toolchain_version(2024) == "8.6" and cat["orin"].toolchain_version(2030) == "10.3"
