@@ -168,8 +168,9 @@ def _print_engines(lay, registry, cohorts: list[str]) -> None:
             if key == compiling.ENGINES and soc is not None:
                 try:
                     compiling.ensure_buildable(soc)
-                except ToolchainUnavailable as exc:
-                    why = str(exc).split(";")[0]
+                except ToolchainUnavailable:
+                    why = f"not buildable here ({soc.toolchain}): needs a GPU executor, job compile_engines_gpu" \
+                        if soc.toolchain == "tensorrt" else f"not buildable here ({soc.toolchain})"
             table.add_row(c, target, "", f"[yellow]{why}[/]")
     console.print(table)
 

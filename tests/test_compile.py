@@ -139,3 +139,34 @@ def test_catalog_errors_name_the_file_and_the_soc(tmp_path):
     cat = load_catalog()
     assert {"orin", "xavier", "rcar-v4h", "snapdragon-ride", "x86-ecu"} <= set(cat)
     assert cat["orin"].toolchain_version(2024) == "8.6" and cat["orin"].toolchain_version(2030) == "10.3"
+
+
+def test_dagster_builds_sil_engines_behind_blocking_checks_and_the_matrix(built, gold, monkeypatch):
+    import dagster as dg
+
+    from avops_assets.definitions import MAIN_JOB, defs
+    from avops_assets.partitions import COHORTS
+
+    monkeypatch.setenv("AVOPS_HOME", str(gold["home"].root))
+    monkeypatch.setenv("AVOPS_SAFETY_GATES", str(gold["root"] / "gates.yaml"))
+    monkeypatch.setenv("AVOPS_FLEET_REGISTRY", str(gold["registry_path"]))
+    local = ModelRegistry.local(gold["home"])  # what the resource opens by default
+    v = local.register("perception", COHORT, built["train"].checkpoint.digest, built["train"].version.lineage, {}, "test")
+    if v.stage == "candidate":
+        tp.validate(local, v.version, "0" * 64, "test")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(COHORTS, [COHORT])
+    keys = [dg.AssetKey(["compile", n]) for n in ("engines", "sil_engines", "compatibility")]
+    result = defs().resolve_job_def(MAIN_JOB).execute_in_process(partition_key=COHORT, instance=instance, asset_selection=keys,
+                                                                 raise_on_error=False)
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failures] == ["compile__engines"], "only the TensorRT (orin) target fails here"
+    assert "toolchain tensorrt unavailable on this host" in failures[0].event_specific_data.error.message
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"sil_engine_parity": True, "sil_engine_budget": True}
+    mats = {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert set(mats) == {"sil_engines", "compatibility"}
+    assert "compilation graph" in mats["sil_engines"]["engines"].value
+    assert mats["sil_engines"]["source_checkpoint_sha256"].value == built["train"].checkpoint.digest
+    matrix = mats["compatibility"]["matrix"].value
+    assert "x86-ecu" in matrix and "not buildable here" in matrix and "built for x86-ecu, vehicles have orin" in matrix

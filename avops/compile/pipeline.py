@@ -80,10 +80,13 @@ def parity(policy: GatePolicy, reference, engine_eval) -> dict:
         name = g.slice.name
         a, b = float(ref.loc[name, g.metric]), float(eng.loc[name, g.metric])
         drop = None if math.isnan(a) or math.isnan(b) else a - b
-        passed = drop is None or drop <= policy.engine_max_drop + 1e-12
+        n = int(ref.loc[name, "objects"])
+        judged = drop is not None and n >= g.min_samples  # as for the gates: a handful of objects is not evidence
+        passed = not judged or drop <= policy.engine_max_drop + 1e-12
         ok &= passed
         rows[name] = {"metric": g.metric, "fp32": None if math.isnan(a) else a, "engine": None if math.isnan(b) else b,
-                      "drop": drop, "max_drop": policy.engine_max_drop, "objects": int(ref.loc[name, "objects"]), "passed": passed}
+                      "drop": drop, "max_drop": policy.engine_max_drop, "objects": n, "min_samples": g.min_samples,
+                      "judged": judged, "passed": passed}
     return {"passed": ok, "slices": rows}
 
 
