@@ -7,25 +7,11 @@ from pathlib import Path
 import dagster as dg
 from dagster.components import load_from_defs_folder
 
-from avops_assets.partitions import cohort_partitions
 from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, ModelRegistryResource, ReviewTeam
-from sensors import landing_zone_sensor, review_returns_sensor
+from avops_assets.jobs import MAIN_JOB, gpu_job, main_job  # noqa: F401 (MAIN_JOB is imported from here)
+from sensors import gpu_routing_sensor, landing_zone_sensor, review_returns_sensor
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MAIN_JOB = "avops_main"
-
-# The main job: the whole asset graph (with its checks) for one cohort.
-main_job = dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all(), partitions_def=cohort_partitions)
-
-# TensorRT targets build on a GPU executor: this job carries the tags that route its runs there
-# (the queued run coordinator limits it to the GPU slots; on Kubernetes the pod asks for a GPU).
-GPU_JOB = "compile_engines_gpu"
-GPU_TAGS = {
-    "avops/executor": "gpu",
-    "dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}},
-}
-gpu_job = dg.define_asset_job(GPU_JOB, selection=dg.AssetSelection.keys(dg.AssetKey(["compile", "engines"])),
-                              partitions_def=cohort_partitions, tags=GPU_TAGS)
 
 # Propagation inside the graph is declarative (eager & blocking checks passed), evaluated by this sensor.
 automation = dg.AutomationConditionSensorDefinition(
@@ -55,5 +41,6 @@ def resources() -> dict[str, dg.ConfigurableResource]:
 def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         load_from_defs_folder(project_root=PROJECT_ROOT),
-        dg.Definitions(resources=resources(), sensors=[landing_zone_sensor, review_returns_sensor, automation], jobs=[main_job, gpu_job]),
+        dg.Definitions(resources=resources(), sensors=[landing_zone_sensor, review_returns_sensor, gpu_routing_sensor, automation],
+                       jobs=[main_job, gpu_job]),
     )

@@ -170,3 +170,34 @@ def test_dagster_builds_sil_engines_behind_blocking_checks_and_the_matrix(built,
     assert mats["sil_engines"]["source_checkpoint_sha256"].value == built["train"].checkpoint.digest
     matrix = mats["compatibility"]["matrix"].value
     assert "x86-ecu" in matrix and "not buildable here" in matrix and "built for x86-ecu, vehicles have orin" in matrix
+
+
+def test_a_tensorrt_partition_is_routed_to_the_gpu_queue_once(gold, monkeypatch):
+    import dagster as dg
+
+    from avops_assets.definitions import MAIN_JOB, defs
+    from avops_assets.partitions import COHORTS
+    from sensors.gpu_routing import gpu_routing_sensor
+
+    if backends.tensorrt_status()[0]:
+        pytest.skip("TensorRT and a GPU are available here: nothing to route")
+    monkeypatch.setenv("AVOPS_HOME", str(gold["home"].root))
+    monkeypatch.setenv("AVOPS_FLEET_REGISTRY", str(gold["registry_path"]))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(COHORTS, [COHORT])
+    job = defs().resolve_job_def(MAIN_JOB)
+    failed = job.execute_in_process(partition_key=COHORT, instance=instance, asset_selection=[dg.AssetKey(["compile", "engines"])],
+                                    raise_on_error=False)
+    assert not failed.success
+
+    def evaluate(result):
+        ctx = dg.build_run_status_sensor_context(sensor_name="gpu_routing_sensor", dagster_event=result.get_run_failure_event(),
+                                                 dagster_instance=instance, dagster_run=result.dagster_run).for_run_failure()
+        return list(gpu_routing_sensor(ctx) or [])
+
+    requests = evaluate(failed)
+    assert len(requests) == 1 and requests[0].partition_key == COHORT
+    assert requests[0].tags["avops/executor"] == "gpu" and "nvidia.com/gpu" in requests[0].tags["dagster-k8s/config"]
+    again = job.execute_in_process(partition_key=COHORT, instance=instance, asset_selection=[dg.AssetKey(["compile", "engines"])],
+                                   raise_on_error=False, tags={"avops/executor": "gpu"})
+    assert evaluate(again) == [], "a failed GPU run is not routed again"

@@ -1,0 +1,20 @@
+"""Jobs: the whole graph per cohort, and the GPU job that builds TensorRT engines on a GPU executor."""
+
+import dagster as dg
+
+from avops_assets.partitions import cohort_partitions
+
+MAIN_JOB = "avops_main"
+GPU_JOB = "compile_engines_gpu"
+ENGINES = dg.AssetKey(["compile", "engines"])
+
+# The main job: the whole asset graph (with its checks) for one cohort.
+main_job = dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all(), partitions_def=cohort_partitions)
+
+# TensorRT targets build on a GPU executor: these tags route a run there (the queued run coordinator
+# limits avops/executor=gpu runs to the GPU slots; on Kubernetes the run's pod asks for a GPU).
+GPU_TAGS = {
+    "avops/executor": "gpu",
+    "dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}},
+}
+gpu_job = dg.define_asset_job(GPU_JOB, selection=dg.AssetSelection.keys(ENGINES), partitions_def=cohort_partitions, tags=GPU_TAGS)
