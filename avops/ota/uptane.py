@@ -1,0 +1,90 @@
+"""Uptane's two repositories for avops: one image repository and a director repository per cohort.
+
+* **Image repository** (``ota/image``): root and targets keys are offline and threshold-signed;
+  each component and SoC has its own delegated, terminating role (``perception-orin`` signs
+  ``perception/orin/*`` and nothing else), whose key is the build pipeline's.
+* **Director repository** (``ota/director/<cohort>``): an online key signs, per cohort, what
+  each ECU should install, with custom fields the vehicle checks: ECU identifier, hardware id,
+  release counter (never lower than installed) and rollout id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from avops.home import HomeLayout
+from avops.ota.keys import KeyRing
+from avops.ota.repository import FileRepository
+
+
+def ota_root(home: HomeLayout) -> Path:
+    return home.root / "ota"
+
+
+def role_for(component: str, soc: str) -> str:
+    return f"{component}-{soc}"
+
+
+def target_path(component: str, soc: str, name: str) -> str:
+    if "/" in name or name in ("", ".", ".."):
+        raise ValueError(f"target file name {name!r} must be a plain file name")
+    return f"{component}/{soc}/{name}"
+
+
+@dataclass(frozen=True)
+class Release:
+    path: str
+    sha256: str
+    length: int
+    release_counter: int
+    rollout_id: str
+    ecu_identifier: str
+    hardware_id: str
+
+
+class Uptane:
+    def __init__(self, home: HomeLayout) -> None:
+        self.root = ota_root(home)
+        self.keys = KeyRing(self.root / "keys")
+
+    def image(self) -> FileRepository:
+        repo = FileRepository(self.root / "image", self.keys, "image")
+        if not repo.exists():
+            repo.init(root_keys=2, root_threshold=2, targets_keys=2, targets_threshold=2)
+        return repo
+
+    def director(self, cohort: str) -> FileRepository:
+        repo = FileRepository(self.root / "director" / cohort, self.keys, f"director-{cohort}")
+        if not repo.exists():
+            repo.init(root_keys=2, root_threshold=2, targets_keys=1, targets_threshold=1)
+        return repo
+
+    def ensure_role(self, component: str, soc: str) -> str:
+        image = self.image()
+        role = role_for(component, soc)
+        delegations = image.targets().delegations
+        if delegations is None or role not in (delegations.roles or {}):
+            image.delegate(role, [f"{component}/{soc}/*"])
+        return role
+
+    def release(self, cohort: str, component: str, soc: str, name: str, data: bytes, ecu_identifier: str, hardware_id: str,
+                rollout_id: str, image_custom: dict | None = None) -> Release:
+        """Sign ``data`` into the image repository (its component/SoC role) and direct the cohort's ECU to it."""
+        path = target_path(component, soc, name)
+        role = self.ensure_role(component, soc)
+        image = self.image()
+        image.add_target(path, data, role=role, custom={"hardware_ids": [hardware_id], **(image_custom or {})})
+        image.publish()
+        director = self.director(cohort)
+        previous = [t for t in director.targets().targets.values()
+                    if t.unrecognized_fields.get("custom", {}).get("ecu_identifier") == ecu_identifier
+                    and t.path.startswith(f"{component}/")]
+        counter = max((int(t.unrecognized_fields["custom"]["release_counter"]) for t in previous), default=0) + 1
+        with director.edit_targets() as targets:  # one image per ECU and component: replace the previous one
+            for t in previous:
+                targets.targets.pop(t.path, None)
+        custom = {"ecu_identifier": ecu_identifier, "hardware_id": hardware_id, "release_counter": counter, "rollout_id": rollout_id}
+        t = director.add_target(path, data, custom=custom)
+        director.publish()
+        return Release(path, t.hashes["sha256"], t.length, counter, rollout_id, ecu_identifier, hardware_id)
