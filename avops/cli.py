@@ -246,3 +246,50 @@ def registry_history(name: str | None, version: int | None, cohort: str | None, 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- OTA ---------------------------------------------------------------------------------
+
+@main.group("ota")
+def ota_group() -> None:
+    """Signed OTA metadata: rollback of one component, fleet-wide or per cohort."""
+
+
+@ota_group.command("rollback")
+@click.option("--component", required=True, help="The model component, e.g. perception.")
+@click.option("--cohort", "cohorts", multiple=True, help="Cohort to roll back (repeatable).")
+@click.option("--all-cohorts", is_flag=True, help="Every cohort that received the component.")
+@click.option("--reason", default="operator rollback", show_default=True, help="Recorded in the registry history and release log.")
+@click.option("--home", type=click.Path(file_okay=False), default=None, help="AVOPS_HOME to use.")
+def ota_rollback(component: str, cohorts: tuple[str, ...], all_cohorts: bool, reason: str, home: str | None) -> None:
+    """Point COMPONENT back to its previous image (new metadata versions; other components untouched)."""
+    from avops.home import layout
+    from avops.ota.rollback import RollbackError, record_in_registry, rollback
+    from avops.registry import ModelRegistry, RegistryError
+
+    lay = layout(home)
+    if all_cohorts:
+        folder = lay.root / "ota" / "releases"
+        cohorts = tuple(sorted(p.stem for p in folder.glob("*.jsonl"))) if folder.exists() else ()
+    if not cohorts:
+        raise click.ClickException("name --cohort C (repeatable) or --all-cohorts")
+    reg = ModelRegistry.local(lay)
+    table = Table(title=f"rollback of {component}")
+    for col in ("cohort", "from", "to", "release counter", "other components untouched", "seconds"):
+        table.add_column(col)
+    failed = []
+    for c in cohorts:
+        try:
+            rb = rollback(lay, c, component, reason)
+        except RollbackError as exc:
+            failed.append(f"{c}: {exc}")
+            continue
+        try:
+            record_in_registry(reg, rb, "avops ota rollback", reason)
+        except RegistryError as exc:
+            console.print(f"[yellow]{c}: the release log records the rollback; the model registry could not: {exc}[/]")
+        table.add_row(c, rb.from_path.rsplit("/", 1)[-1], rb.to_path.rsplit("/", 1)[-1], str(rb.release_counter),
+                      ", ".join(rb.untouched) or "(none)", f"{rb.seconds:.2f}")
+    console.print(table)
+    if failed:
+        raise click.ClickException("; ".join(failed))

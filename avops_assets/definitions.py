@@ -7,9 +7,11 @@ from pathlib import Path
 import dagster as dg
 from dagster.components import load_from_defs_folder
 
+from avops_assets.jobs import MAIN_JOB, gpu_job, main_job
 from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, ModelRegistryResource, ReviewTeam
-from avops_assets.jobs import MAIN_JOB, gpu_job, main_job  # noqa: F401 (MAIN_JOB is imported from here)
 from sensors import gpu_routing_sensor, landing_zone_sensor, review_returns_sensor
+
+__all__ = ["MAIN_JOB", "defs"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

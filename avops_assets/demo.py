@@ -79,7 +79,7 @@ def _outcome(result, seconds: float) -> dict:
     blocking = sorted({e.event_specific_data.check_name for e in checks
                        if not e.event_specific_data.passed and e.event_specific_data.severity.value == "ERROR"})
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    gpu = [e.step_key for e in failures if "unavailable on this host" in _error(e)]
+    gpu = [e.step_key for e in failures if any(m in _error(e) for m in ("unavailable on this host", "no engine is allowed"))]
     other = [e.step_key for e in failures if e.step_key not in gpu and not any(e.step_key.endswith(n) for n in blocking)]
     status = ("success" if result.success else "failed" if other or not failures else "blocked" if blocking else "needs GPU")
     if gpu and status == "blocked":

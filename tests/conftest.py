@@ -196,3 +196,35 @@ def gold(tmp_path_factory):
     return {"home": home, "repo": repo, "clean": clean, "planted": planted, "root": root, "registry_path": root / "fleet.yaml"}
 
 
+
+
+@pytest.fixture(scope="session")
+def built(gold):
+    """A validated checkpoint trained on a set with a calibration (val) split, and its x86 engines."""
+    from avops.compile import pipeline as cp
+    from avops.compile.socs import load_catalog
+    from avops.registry import ModelRegistry
+    from avops.training import pipeline as tp
+    from avops.training.checkpoints import TrainConfig
+    from avops.training.data import load_training_set
+    from avops.training.gates import load_gate_policy
+
+    home, repo = gold["home"], gold["repo"]
+    data = load_training_set(repo, gold["clean"], GOLD_COHORT)
+    s = data.samples.copy()
+    train_drives = sorted(s.loc[s["split"] == "train", "drive_id"].unique())
+    s.loc[s["drive_id"].isin(train_drives[::4]), "split"] = "val"
+    repo.create_branch("with-calibration", "main")
+    repo.put("with-calibration", f"cohorts/{GOLD_COHORT}/samples.parquet", parquet_bytes(pa.Table.from_pandas(s, preserve_index=False)))
+    commit = repo.commit("with-calibration", "val split for INT8 calibration", {"cohort": GOLD_COHORT}).id
+    reg = ModelRegistry(f"sqlite:///{home.root / 'compile-test-registry.sqlite'}")
+    cfg = TrainConfig(epochs=12, class_score_thresholds={"pedestrian": 0.1, "cyclist": 0.1})
+    r = tp.train(home, repo, reg, GOLD_COHORT, commit, cfg, "test")
+    tp.validate(reg, r.version.version, "0" * 64, "test")
+    cohort = load_registry(gold["registry_path"]).cohort(GOLD_COHORT)
+    policy = load_gate_policy(gold["root"] / "gates.yaml")
+    m, records = cp.build_engines(home, repo, reg, cohort, load_catalog()["x86-ecu"], policy, measure_runs=20, key="test/x86")
+    return {"home": home, "repo": repo, "reg": reg, "commit": commit, "train": r, "cohort": cohort, "policy": policy,
+            "records": records, "manifest": m, "data": load_training_set(repo, commit, GOLD_COHORT)}
+
+

@@ -1,7 +1,6 @@
 """Compiled engines: ONNX export parity, INT8 calibration on its own split, parity/budget checks, TensorRT, the matrix."""
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 
@@ -11,34 +10,11 @@ from avops.compile.export import export_onnx, opset_of, torch_raw
 from avops.compile.socs import CatalogError, load_catalog
 from avops.fleet_registry import load_registry
 from avops.registry import ModelRegistry
-from avops.store import ObjectStore, parquet_bytes
+from avops.store import ObjectStore
 from avops.training import pipeline as tp
-from avops.training.checkpoints import Detector, TrainConfig
-from avops.training.data import load_images, load_training_set
-from avops.training.gates import load_gate_policy
+from avops.training.checkpoints import Detector
+from avops.training.data import load_images
 from tests.conftest import GOLD_COHORT as COHORT
-
-
-@pytest.fixture(scope="module")
-def built(gold):
-    """A validated checkpoint trained on a set with a calibration (val) split, and its x86 engines."""
-    home, repo = gold["home"], gold["repo"]
-    data = load_training_set(repo, gold["clean"], COHORT)
-    s = data.samples.copy()
-    train_drives = sorted(s.loc[s["split"] == "train", "drive_id"].unique())
-    s.loc[s["drive_id"].isin(train_drives[::4]), "split"] = "val"
-    repo.create_branch("with-calibration", "main")
-    repo.put("with-calibration", f"cohorts/{COHORT}/samples.parquet", parquet_bytes(pa.Table.from_pandas(s, preserve_index=False)))
-    commit = repo.commit("with-calibration", "val split for INT8 calibration", {"cohort": COHORT}).id
-    reg = ModelRegistry(f"sqlite:///{home.root / 'compile-test-registry.sqlite'}")
-    cfg = TrainConfig(epochs=12, class_score_thresholds={"pedestrian": 0.1, "cyclist": 0.1})
-    r = tp.train(home, repo, reg, COHORT, commit, cfg, "test")
-    tp.validate(reg, r.version.version, "0" * 64, "test")
-    cohort = load_registry(gold["registry_path"]).cohort(COHORT)
-    policy = load_gate_policy(gold["root"] / "gates.yaml")
-    m, records = cp.build_engines(home, repo, reg, cohort, load_catalog()["x86-ecu"], policy, measure_runs=20, key="test/x86")
-    return {"home": home, "repo": repo, "reg": reg, "commit": commit, "train": r, "cohort": cohort, "policy": policy,
-            "records": records, "manifest": m, "data": load_training_set(repo, commit, COHORT)}
 
 
 def test_onnx_export_matches_pytorch_on_random_and_real_frames(built):

@@ -1,0 +1,184 @@
+"""OTA packages: the engines a cohort may run, with signed provenance and an SBOM, published through Uptane.
+
+Publishing is gated, in this order: every engine must be allowed for the cohort by the
+compatibility matrix and have passed its parity and budget checks; its bytes in the object
+store must still hash to the recorded digest; the in-toto/SLSA provenance statement (DSSE-signed)
+must verify and name exactly that digest as its subject. Only then are the image repository
+and the cohort's director updated.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import pandas as pd
+from securesystemslib.dsse import Envelope
+from securesystemslib.signer import Key
+
+from avops.home import HomeLayout
+from avops.ota.keys import KeyError_, KeyRing
+from avops.ota.uptane import Release, Uptane, target_path
+from avops.store import ObjectStore, atomic_write_bytes, sha256_bytes
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+BUILD_TYPE = "https://avops.dev/build/compile-engine/v1"
+BUILDER_ID = "https://avops.dev/builder/dagster"
+ATTESTATION_ROLE = "attestation/builder"
+PREFERENCE = ("int8", "fp16", "fp32")  # what a cohort's ECU gets when several precisions are allowed
+
+
+class PackageRefused(RuntimeError):
+    pass
+
+
+@dataclass
+class Package:
+    cohort: str
+    releases: list[Release]
+    engines: list[dict]
+    attestations: dict[str, str]  # target path -> attestation sha256
+    sboms: dict[str, str]  # target path -> sbom sha256
+    rollout_id: str
+
+
+def select_engines(matrix: pd.DataFrame, engines: list[dict]) -> list[dict]:
+    """Per component, the allowed engine of the most preferred precision (int8, then fp16, then fp32)."""
+    allowed = set(matrix.loc[matrix["compatible"] & matrix["engine_sha256"].notna(), "engine_sha256"])
+    by_component: dict[str, dict] = {}
+    for e in engines:
+        if e["engine_sha256"] not in allowed or e["status"] != "ok":
+            continue
+        best = by_component.get(e["component"])
+        if best is None or PREFERENCE.index(e["precision"]) < PREFERENCE.index(best["precision"]):
+            by_component[e["component"]] = e
+    return [by_component[c] for c in sorted(by_component)]
+
+
+def engine_name(e: dict) -> str:
+    return f"{e['component']}-v{e['model_version']}-{e['precision']}-{e['engine_sha256'][:12]}.onnx"
+
+
+def provenance(e: dict, path: str, run_id: str, started: datetime) -> dict:
+    """An in-toto v1 statement with a SLSA v1 provenance predicate for one engine."""
+    deps = [
+        {"uri": f"avops:model/{e['component']}/v{e['model_version']}", "digest": {"sha256": e["source_checkpoint_sha256"]}},
+        {"uri": f"avops:onnx/{e['component']}/v{e['model_version']}", "digest": {"sha256": e["source_onnx_sha256"]}},
+        {"uri": f"avops:dataset/curated-sets@{e['dataset_commit']}", "digest": {"sha256": e["dataset_commit"]}},
+    ]
+    if e.get("calibration_sha256"):
+        deps.append({"uri": f"avops:calibration/{e['calibration_split']}", "digest": {"sha256": e["calibration_sha256"]}})
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": path, "digest": {"sha256": e["engine_sha256"]}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": {"cohort": e["cohort"], "soc": e["soc"], "precision": e["precision"]},
+                "internalParameters": {"toolchain": e["toolchain"], "toolchain_version": e["toolchain_version"],
+                                       "build_flags": e["build_flags"], "opset": e["opset"], "compile_version": e["compile_version"]},
+                "resolvedDependencies": deps,
+            },
+            "runDetails": {"builder": {"id": BUILDER_ID}, "metadata": {"invocationId": run_id, "startedOn": started.isoformat()}},
+        },
+    }
+
+
+def sign(statement: dict, keys: KeyRing) -> dict:
+    env = Envelope(json.dumps(statement, sort_keys=True, separators=(",", ":")).encode(), PAYLOAD_TYPE, {})
+    for signer in keys.signers(ATTESTATION_ROLE):
+        env.sign(signer)
+    return env.to_dict()
+
+
+def verify(envelope: dict, keys: list[Key], data: bytes, path: str) -> list[str]:
+    """Problems with an attestation for ``data`` at ``path`` (empty when it holds)."""
+    problems = []
+    env = Envelope.from_dict(json.loads(json.dumps(envelope)))  # from_dict edits its argument in place
+    try:
+        env.verify(keys, 1)
+    except Exception as exc:  # noqa: BLE001 - securesystemslib raises several types
+        problems.append(f"DSSE signature does not verify: {exc}")
+    statement = json.loads(env.payload)
+    if statement.get("_type") != STATEMENT_TYPE or statement.get("predicateType") != PREDICATE_TYPE:
+        problems.append("not an in-toto v1 statement with a SLSA v1 provenance predicate")
+    digest = sha256_bytes(data)
+    subjects = {(s["name"], s["digest"].get("sha256")) for s in statement.get("subject", [])}
+    if (path, digest) not in subjects:
+        problems.append(f"attestation subject {sorted(subjects)} does not name {path} with the target's sha256 {digest[:12]}")
+    return problems
+
+
+def sbom(e: dict, cohort: str) -> bytes:
+    """A CycloneDX 1.6 SBOM: the engine (a machine-learning model) and the runtime it needs."""
+    from cyclonedx.model import HashAlgorithm, HashType
+    from cyclonedx.model.bom import Bom
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.output.json import JsonV1Dot6
+
+    bom = Bom()
+    engine = Component(name=engine_name(e), type=ComponentType.MACHINE_LEARNING_MODEL, version=f"v{e['model_version']}",
+                       hashes=[HashType(alg=HashAlgorithm.SHA_256, content=e["engine_sha256"])],
+                       description=f"{e['component']} for {e['soc']} ({e['precision']}), cohort {cohort}")
+    runtime = Component(name=e["toolchain"], type=ComponentType.LIBRARY, version=str(e["toolchain_version"]))
+    bom.components.add(engine)
+    bom.components.add(runtime)
+    bom.metadata.component = engine
+    bom.register_dependency(engine, [runtime])
+    return JsonV1Dot6(bom).output_as_string(indent=2).encode()
+
+
+def build_and_publish(home: HomeLayout, cohort, matrix: pd.DataFrame, engines: list[dict], run_id: str,
+                      now: datetime | None = None) -> Package:
+    """Gate, attest, and publish the cohort's package; raises :class:`PackageRefused` with the reason."""
+    now = now or datetime.now(timezone.utc)
+    chosen = select_engines(matrix, engines)
+    if not chosen:
+        reasons = sorted(set(matrix.loc[~matrix["compatible"], "reason"]))[:4]
+        raise PackageRefused(f"no engine is allowed for {cohort.id} by the compatibility matrix: {'; '.join(reasons)}")
+    store = ObjectStore(home.objects)
+    ota = Uptane(home)
+    try:
+        keys = ota.keys.public_keys(ATTESTATION_ROLE)
+    except KeyError_:
+        keys = ota.keys.generate(ATTESTATION_ROLE)
+    adas = next((x for x in cohort.ecus if x.name == "adas_domain"), None)
+    if adas is None:
+        raise PackageRefused(f"cohort {cohort.id} has no adas_domain ECU in the fleet registry: nothing to install the engine on")
+    rollout_id = f"{cohort.id}-{now.strftime('%Y%m%dT%H%M%S')}"
+    releases, attestations, sboms = [], {}, {}
+    for e in chosen:
+        data = store.get_bytes(e["engine_sha256"], verify=True)
+        name = engine_name(e)
+        path = target_path(e["component"], e["soc"], name)
+        envelope = sign(provenance(e, path, run_id, now), ota.keys)
+        problems = verify(envelope, keys, data, path)
+        if problems:
+            raise PackageRefused(f"{path}: {'; '.join(problems)}")
+        att = json.dumps(envelope, sort_keys=True).encode()
+        bom = sbom(e, cohort.id)
+        attestations[path], sboms[path] = store.put_bytes(att), store.put_bytes(bom)
+        role = ota.ensure_role(e["component"], e["soc"])
+        image = ota.image()
+        image.add_target(target_path(e["component"], e["soc"], name + ".intoto.json"), att, role=role)
+        image.add_target(target_path(e["component"], e["soc"], name + ".cdx.json"), bom, role=role)
+        releases.append(ota.release(cohort.id, e["component"], e["soc"], name, data, adas.name, adas.hardware_id, rollout_id,
+                                    image_custom={"attestation_sha256": attestations[path], "sbom_sha256": sboms[path],
+                                                  "model_version": e["model_version"], "precision": e["precision"]}))
+    log = home.root / "ota" / "releases" / f"{cohort.id}.jsonl"
+    previous = log.read_bytes() if log.exists() else b""
+    lines = b"".join(json.dumps({"at": now.isoformat(), "rollout_id": rollout_id, "run_id": run_id, "component": e["component"],
+                                 "path": r.path, "sha256": r.sha256, "length": r.length, "release_counter": r.release_counter,
+                                 "model_version": e["model_version"], "kind": "release"}, sort_keys=True).encode() + b"\n"
+                     for e, r in zip(chosen, releases))
+    atomic_write_bytes(log, previous + lines)
+    return Package(cohort.id, releases, chosen, attestations, sboms, rollout_id)
+
+
+def attestation_payload(envelope: dict) -> dict:
+    return json.loads(base64.b64decode(envelope["payload"]))

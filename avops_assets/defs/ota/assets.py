@@ -1,0 +1,48 @@
+"""OTA: signed packages per cohort, published through the Uptane image and director repositories."""
+
+import dagster as dg
+import pyarrow as pa
+
+from avops import datasets
+from avops.compile import pipeline as compiling
+from avops.ota.packages import PackageRefused, build_and_publish
+from avops_assets.defs.compile.assets import COMPATIBILITY
+from avops_assets.defs.curation.assets import PROPAGATE
+from avops_assets.partitions import cohort_partitions
+from resources import AvopsHome, FleetRegistryResource
+
+PACKAGES = dg.AssetKey(["ota", "packages"])
+PACKAGES_KEY = "ota/packages"
+
+
+@dg.asset(key=PACKAGES, deps=[COMPATIBILITY], kinds={"json"}, group_name="ota", partitions_def=cohort_partitions,
+          code_version="1", automation_condition=PROPAGATE)
+def packages(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: FleetRegistryResource) -> dg.MaterializeResult:
+    """The cohort's OTA package: the engines its compatibility matrix allows, signed into the image repository
+    with an in-toto/SLSA provenance attestation (DSSE) and a CycloneDX SBOM, and directed to its ECUs.
+
+    Refused, with the reason, when the matrix allows nothing or an attestation does not name the
+    exact bytes being shipped.
+    """
+    home = avops_home.layout()
+    registry = fleet.load()
+    cohort = registry.cohort(context.partition_key)
+    store = avops_home.object_store()
+    m = datasets.current(store, home.refs, compiling.COMPATIBILITY, cohort.id)
+    if m is None:
+        raise dg.Failure(f"no compatibility matrix for {cohort.id}: materialize compile/compatibility first")
+    matrix = datasets.read_table(store, m, "matrix").to_pandas()
+    try:
+        pkg = build_and_publish(home, cohort, matrix, compiling.all_engines(home, registry.cohort_ids), context.run_id)
+    except PackageRefused as exc:
+        raise dg.Failure(f"package refused: {exc}") from exc
+    rows = [{"path": r.path, "sha256": r.sha256, "length": r.length, "release_counter": r.release_counter,
+             "attestation_sha256": pkg.attestations[r.path], "sbom_sha256": pkg.sboms[r.path]} for r in pkg.releases]
+    pm = datasets.publish(store, home.refs, PACKAGES_KEY, cohort.id, {"releases": pa.Table.from_pylist(rows)},
+                          {"rollout_id": pkg.rollout_id, "engines": pkg.engines, "matrix_manifest_sha256": m.digest})
+    table = ["| target | sha256 | release | attestation | SBOM |", "|---|---|---:|---|---|"] + [
+        f"| {r['path']} | `{r['sha256'][:12]}` | {r['release_counter']} | `{r['attestation_sha256'][:12]}` | `{r['sbom_sha256'][:12]}` |"
+        for r in rows]
+    return dg.MaterializeResult(metadata={"rollout_id": pkg.rollout_id, "releases": dg.MetadataValue.md("\n".join(table) + "\n"),
+                                          "manifest_sha256": pm.digest, "input_manifest_sha256": m.digest},
+                                data_version=dg.DataVersion(pm.digest))
