@@ -140,3 +140,14 @@ def test_director_and_image_agree_on_a_release_and_counters_only_grow(tmp_path, 
     a, b = img.get_targetinfo(r2.path), d.get_targetinfo(r2.path)
     assert a.length == b.length and a.hashes == b.hashes and a.custom["hardware_ids"] == ["NV-ORIN-X-64"]
     assert b.custom["release_counter"] == 2
+
+
+def test_image_targets_are_immutable(tmp_path):
+    from avops.home import HomeLayout
+    from avops.ota.uptane import Uptane
+
+    ota = Uptane(HomeLayout(tmp_path / "home"))
+    ota.release("c1", "perception", "orin", "engine.onnx", ENGINE, "adas_domain", "HW", "r1")
+    ota.release("c2", "perception", "orin", "engine.onnx", ENGINE, "adas_domain", "HW", "r2")  # same bytes: fine
+    with pytest.raises(ValueError, match="immutable"):
+        ota.release("c3", "perception", "orin", "engine.onnx", ENGINE + b"!", "adas_domain", "HW", "r3")

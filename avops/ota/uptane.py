@@ -16,6 +16,7 @@ from pathlib import Path
 from avops.home import HomeLayout
 from avops.ota.keys import KeyRing
 from avops.ota.repository import FileRepository
+from avops.store import sha256_bytes
 
 
 def ota_root(home: HomeLayout) -> Path:
@@ -74,6 +75,10 @@ class Uptane:
         path = target_path(component, soc, name)
         role = self.ensure_role(component, soc)
         image = self.image()
+        existing = image.targets(role).targets.get(path)
+        if existing is not None and existing.hashes.get("sha256") != sha256_bytes(data):
+            raise ValueError(f"the image repository already holds other bytes at {path}: image targets are immutable "
+                             "(directors elsewhere point at them); name a new image by its digest")
         image.add_target(path, data, role=role, custom={"hardware_ids": [hardware_id], **(image_custom or {})})
         image.publish()
         director = self.director(cohort)

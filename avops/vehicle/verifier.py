@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -117,9 +118,13 @@ class Primary:
             raise ValueError("trusted_time must be timezone-aware (UTC)")
         director = self._updater("director", sources.director_metadata, sources.director_targets, sources.offline)
         image = self._updater("image", sources.image_metadata, sources.image_targets, sources.offline)
-        for name, up in (("director", director), ("image", image)):
-            _tuf(f"{name} metadata", up.refresh, version_reason="rollback")
-            self._check_expiry(name, trusted_time)
+        # The two repositories are independent until the match step: refresh them side by side.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = {name: pool.submit(_tuf, f"{name} metadata", up.refresh, "rollback")
+                       for name, up in (("director", director), ("image", image))}
+            for name, fut in futures.items():
+                fut.result()
+                self._check_expiry(name, trusted_time)
         assigned = self._assigned()
         report = Report(self.ecu)
         installed = self.installed()
