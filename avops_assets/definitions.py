@@ -46,3 +46,8 @@ def defs() -> dg.Definitions:
         dg.Definitions(resources=resources(), sensors=[landing_zone_sensor, review_returns_sensor, gpu_routing_sensor, automation],
                        jobs=[main_job, gpu_job]),
     )
+
+
+def resolved_main_job() -> dg.JobDefinition:
+    """The main job with its resources bound: what ``reconstructable`` needs for the multiprocess executor."""
+    return defs().resolve_job_def(MAIN_JOB)
