@@ -89,6 +89,13 @@ def _outcome(result, seconds: float) -> dict:
             "seconds": seconds}
 
 
+def _show(table: Table) -> None:
+    """Tables are wide (cohorts x gates): when the output is not a terminal (make demo | tee), render 140 wide."""
+    from rich.console import Console
+
+    (console if console.is_terminal else Console(width=140)).print(table)
+
+
 def _error(event) -> str:
     err = getattr(event.event_specific_data, "error", None)
     return "" if err is None else (err.message or "")
@@ -102,7 +109,7 @@ def _print_runs(title: str, outcomes: dict) -> None:
     for cohort, o in outcomes.items():
         status = f"[{colour[o['status']]}]{o['status']}[/]" + (f" by {', '.join(o['blocked_by'])}" if o["blocked_by"] else "")
         table.add_row(cohort, o["run"], status, str(o["assets"]), o["checks"], f"{o['seconds']:.1f}")
-    console.print(table)
+    _show(table)
 
 
 def _print_gates(lay, cohorts: list[str]) -> None:
@@ -136,7 +143,7 @@ def _print_gates(lay, cohorts: list[str]) -> None:
         inc = ev["incidents"]
         incidents.append(f"{sum(i['passed'] for i in inc)}/{len(inc)}" + (f" [red]{len(ev['incident_regressions'])} regr.[/]" if ev["incident_regressions"] else ""))
     table.add_row("incidents passed", "", *incidents)
-    console.print(table)
+    _show(table)
 
 
 def _print_engines(lay, registry, cohorts: list[str]) -> None:
@@ -172,7 +179,7 @@ def _print_engines(lay, registry, cohorts: list[str]) -> None:
                     why = f"not buildable here ({soc.toolchain}): needs a GPU executor, job compile_engines_gpu" \
                         if soc.toolchain == "tensorrt" else f"not buildable here ({soc.toolchain})"
             table.add_row(c, target, "", f"[yellow]{why}[/]")
-    console.print(table)
+    _show(table)
 
 
 def _release(lay, cohorts: list[str]) -> None:
@@ -269,7 +276,7 @@ def _print_round(record: dict) -> None:
         for name, before, after, target in round_["rows"]:
             mark = " (targeted)" if name in round_["targeted"] else ""
             table.add_row(name + mark, str(before), str(after), str(target))
-        console.print(table)
+        _show(table)
         sh = round_.get("shadow") or {}
         if sh:
             t = Table(title=f"shadow mode, {round_['cohort']}: candidate v{sh['candidate']} beside production v{sh['production']} on recent drives")
@@ -278,7 +285,7 @@ def _print_round(record: dict) -> None:
             for name, frames, dis in sh["rates"]:
                 rate = dis / frames if frames else 0.0
                 t.add_row(name, str(frames), str(dis), f"{rate:.2f} " + "█" * round(20 * rate))
-            console.print(t)
+            _show(t)
 
 
 __all__ = ["demo_command"]
