@@ -3,5 +3,6 @@
 from sensors.gpu_routing import gpu_routing_sensor
 from sensors.landing_zone import landing_zone_sensor
 from sensors.review_returns import review_returns_sensor
+from sensors.rollout import rollout_sensor
 
-__all__ = ["gpu_routing_sensor", "landing_zone_sensor", "review_returns_sensor"]
+__all__ = ["gpu_routing_sensor", "landing_zone_sensor", "review_returns_sensor", "rollout_sensor"]

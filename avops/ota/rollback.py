@@ -63,6 +63,7 @@ def rollback(home: HomeLayout, cohort: str, component: str, reason: str) -> Roll
     if cur is None:
         raise RollbackError(f"the {cohort} director does not list {current['path']} any more: state diverged, run `avops ota status`")
     custom = dict(cur.unrecognized_fields.get("custom", {}))
+    custom.pop("vehicles", None)  # the previous image is for every vehicle, whatever wave a rollout had reached
     counter = max(int(t.unrecognized_fields.get("custom", {}).get("release_counter", 0))
                   for t in entries.values() if t.path.startswith(f"{component}/")) + 1
     others = sorted(p for p in entries if not p.startswith(f"{component}/"))

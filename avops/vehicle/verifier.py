@@ -42,6 +42,7 @@ class Rejected(Exception):
 class Ecu:
     ecu_identifier: str
     hardware_id: str
+    vehicle_id: str | None = None  # staged rollouts name the vehicles an assignment is for
 
 
 @dataclass
@@ -174,6 +175,9 @@ class Primary:
         out: dict[str, TargetFile] = {}
         for path, t in md.signed.targets.items():
             custom = t.unrecognized_fields.get("custom", {})
+            allow = custom.get("vehicles")
+            if allow is not None and self.ecu.vehicle_id not in allow:
+                continue  # a staged rollout that has not reached this vehicle yet
             if custom.get("ecu_identifier") == self.ecu.ecu_identifier:
                 out[path] = t
         return out

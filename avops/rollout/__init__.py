@@ -1,0 +1,1 @@
+"""Staged canary rollouts gated on signed, post-boot ECU version reports."""
