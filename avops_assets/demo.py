@@ -61,6 +61,7 @@ def demo_command(profile: str, cohorts: tuple[str, ...], campaign_round: bool) -
     _print_engines(lay, registry, selected)
     if not failed:
         _release(lay, selected)
+        _ota(lay, registry, selected)
     if not failed and campaign_round:
         _campaign_round(job, instance, registry, lay, profile, selected)
     console.print(
@@ -182,6 +183,57 @@ def _print_engines(lay, registry, cohorts: list[str]) -> None:
     _show(table)
 
 
+def _ota(lay, registry, cohorts: list[str], rollback_one: bool = False) -> None:
+    """Roll every started package out on the simulated fleet (no soak in the demo), then time one rollback."""
+    from datetime import datetime, timezone
+
+    from avops.fleet.ecus import SimulatedVehicle
+    from avops.ota.rollback import rollback
+    from avops.rollout import controller
+    from avops.rollout.inbox import collect, deliver
+    from avops.rollout.policy import load_rollout_policy
+    from avops.rollout.store import RolloutStore
+    from avops.rollout.vehicle_keys import registered_keys
+
+    store, policy = RolloutStore.local(lay), load_rollout_policy(soak_seconds=0)
+    if not [r for r in store.active() if r.cohort in cohorts]:
+        console.print("[yellow]OTA: no package to roll out (TensorRT cohorts need a GPU executor; cohorts blocked at the gates "
+                      "are never compiled)[/]")
+        return
+    table = Table(title="OTA rollouts on the simulated fleet (signed post-boot reports; demo: no soak between waves)")
+    for col in ("cohort", "rollout", "waves (vehicles)", "result", "healthy reports"):
+        table.add_column(col, no_wrap=col == "cohort")
+    rolled = []
+    for r in store.active():
+        if r.cohort not in cohorts:
+            continue
+        c = registry.cohort(r.cohort)
+        hw = next(e.hardware_id for e in c.ecus if e.name == "adas_domain")
+        sims = {v: SimulatedVehicle(lay, c.id, v, hw) for v in r.vehicles}
+        action, healthy = "waiting", 0
+        for _ in range(len(r.waves) + 1):
+            now = datetime.now(timezone.utc)
+            for v in r.wave_vehicles():
+                deliver(lay, r.rollout_id, v, sims[v].cycle(r.rollout_id, r.component, now))
+            r, action, verdict = controller.step(lay, store, r, collect(lay, r.rollout_id), registered_keys(lay), policy)
+            healthy = len(verdict.healthy)
+            if action in ("complete", "rolled_back", "paused"):
+                break
+        table.add_row(r.cohort, r.rollout_id, " → ".join(str(n) for n in r.waves), action, f"{healthy}/{len(r.vehicles)}")
+        if action == "complete":
+            rolled.append(r)
+    _show(table)
+    for r in (rolled[:1] if rollback_one else []):  # a component rollback, timed, on a cohort with a previous image
+        try:
+            rb = rollback(lay, r.cohort, r.component, "demo: roll perception back")
+        except Exception as exc:  # noqa: BLE001 - e.g. the cohort's first package has nothing to go back to
+            console.print(f"OTA rollback of {r.component} for {r.cohort}: not possible yet ({exc})")
+            continue
+        console.print(f"OTA rollback of {rb.component} for {rb.cohort}: {rb.from_path.rsplit('/', 1)[-1]} -> "
+                      f"{rb.to_path.rsplit('/', 1)[-1]} in {rb.seconds:.2f} s (release counter {rb.release_counter}); "
+                      f"untouched: {', '.join(rb.untouched) or 'no other component'}")
+
+
 def _release(lay, cohorts: list[str]) -> None:
     """Stand-in for the OTA rollout: the first validated model of a cohort becomes its production model."""
     from avops.registry import ModelRegistry
@@ -245,6 +297,7 @@ def _campaign_round(job, instance, registry, lay, profile: str, cohorts: list[st
         raise click.ClickException(f"the campaign round's runs failed for {', '.join(failed)}: open the UI (make ui) and look at the runs")
     _print_gates(lay, list(plans))
     _print_engines(lay, registry, list(plans))
+    _ota(lay, registry, list(plans), rollback_one=True)
     rounds = []
     for c, (campaign, before) in plans.items():
         _, after = pipeline.campaign_for(lay, c, policy)

@@ -123,3 +123,38 @@ def _policy_file(f, monkeypatch):
     path.write_text(yaml.safe_dump({"waves": [0.1, 0.5, 1.0], "soak_seconds": 0, "success_threshold": 1.0, "error_threshold": 0.2,
                                     "health": {"max_inference_ms": 50}}))
     return path
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_rollout_state_lives_in_the_registry_database_and_its_log_is_append_only(backend, tmp_path, request):
+    import psycopg
+    import sqlite3
+
+    from avops.registry import ModelRegistry
+    from avops.rollout.store import Rollout
+
+    if backend == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        with psycopg.connect(url, autocommit=True) as con:
+            con.execute("DROP DATABASE IF EXISTS rollout_state")
+            con.execute("CREATE DATABASE rollout_state")
+        reg = ModelRegistry(url.rsplit("/", 1)[0] + "/rollout_state")
+    else:
+        reg = ModelRegistry(f"sqlite:///{tmp_path / 'models.db'}")
+    store = RolloutStore(reg)
+    r = Rollout("r1", "c", "perception", "perception/x86-ecu/e.onnx", "a" * 64, None, ["v1", "v2"], [1, 2], 0, "active",
+                "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00+00:00")
+    store.create(r, {"why": "test"})
+    store.update("r1", "wave_advanced", {"ok": True}, wave=1)
+    assert store.get("r1").wave == 1 and [e["kind"] for e in store.events("r1")] == ["created", "wave_advanced"]
+    assert [x.rollout_id for x in store.active()] == ["r1"]
+    with pytest.raises(ValueError, match="cannot change"):
+        store.update("r1", "x", {}, vehicles="[]")
+    if backend == "postgres":
+        with psycopg.connect(reg.url, autocommit=True) as con, pytest.raises(psycopg.Error, match="append-only"):
+            con.execute("DELETE FROM rollout_events")
+    else:
+        con = sqlite3.connect(tmp_path / "models.db")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            con.execute("UPDATE rollout_events SET kind = 'x'")
+        con.close()

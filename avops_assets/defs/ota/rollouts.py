@@ -10,7 +10,7 @@ from avops.rollout.store import RolloutStore
 from avops_assets.defs.curation.assets import PROPAGATE
 from avops_assets.defs.ota.assets import PACKAGES
 from avops_assets.partitions import cohort_partitions
-from resources import AvopsHome, FleetRegistryResource
+from resources import AvopsHome, FleetRegistryResource, ModelRegistryResource
 
 ROLLOUTS = dg.AssetKey(["ota", "rollouts"])
 
@@ -25,15 +25,16 @@ def _previous_sha(home, cohort: str, component: str, current: str) -> str | None
 
 @dg.asset(key=ROLLOUTS, deps=[PACKAGES], kinds={"json"}, group_name="ota", partitions_def=cohort_partitions, code_version="1",
           automation_condition=PROPAGATE)
-def rollouts(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: FleetRegistryResource) -> dg.MaterializeResult:
+def rollouts(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: FleetRegistryResource,
+             model_registry: ModelRegistryResource) -> dg.MaterializeResult:
     """Start the staged rollout of the cohort's newest package: only the first wave's vehicles may install it.
 
     `rollout_sensor` then judges each wave on signed, post-boot ECU version reports and advances,
-    pauses or rolls back (config/rollout.yaml). State and every transition: `registry/rollouts.db`.
+    pauses or rolls back (config/rollout.yaml). State and every transition: the model registry's database.
     """
     home = avops_home.layout()
     cohort = fleet.load().cohort(context.partition_key)
-    store = RolloutStore.local(home)
+    store = RolloutStore(model_registry.open())
     policy = load_rollout_policy()
     started = []
     for component in ("perception",):
