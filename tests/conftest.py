@@ -3,6 +3,7 @@
 import hashlib
 import json
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -228,3 +229,20 @@ def built(gold):
             "records": records, "manifest": m, "data": load_training_set(repo, commit, GOLD_COHORT)}
 
 
+
+
+@contextmanager
+def serve_folder(folder):
+    """An HTTP server on 127.0.0.1 serving ``folder``; yields its base URL."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a, **k: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()

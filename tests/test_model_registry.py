@@ -165,10 +165,8 @@ def _worker(url: str, wid: int, n: int, start, results) -> None:
     results.put(mine)
 
 
-def test_two_processes_writing_concurrently_leave_a_consistent_database(tmp_path):
-    db = tmp_path / "registry" / "models.db"
-    url = f"sqlite:///{db}"
-    n = 20  # 2 processes x (20 registrations + 20 transitions) = 80 operations; both also race to create the schema
+def _race(url: str, n: int) -> list[list[int]]:
+    """Two spawned processes run ``_worker`` against ``url`` at once; returns the versions each one created."""
     ctx = mp.get_context("spawn")
     start, results = ctx.Barrier(2), ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(url, wid, n, start, results)) for wid in (0, 1)]
@@ -178,6 +176,14 @@ def test_two_processes_writing_concurrently_leave_a_consistent_database(tmp_path
     for p in procs:
         p.join(timeout=30)
     assert [p.exitcode for p in procs] == [0, 0]
+    return mine
+
+
+def test_two_processes_writing_concurrently_leave_a_consistent_database(tmp_path):
+    db = tmp_path / "registry" / "models.db"
+    url = f"sqlite:///{db}"
+    n = 20  # 2 processes x (20 registrations + 20 transitions) = 80 operations; both also race to create the schema
+    mine = _race(url, n)
     reg = ModelRegistry(url)
     versions = reg.list()
     assert sorted(v.version for v in versions) == list(range(1, 2 * n + 1))  # none lost, none duplicated
@@ -245,15 +251,7 @@ def test_postgres_backend_keeps_the_same_contract(postgres_url):
 def test_two_processes_writing_concurrently_to_postgres(postgres_url):
     url = _fresh_db(postgres_url, "registry_race")
     n = 15
-    ctx = mp.get_context("spawn")
-    start, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(url, wid, n, start, results)) for wid in (0, 1)]
-    for p in procs:
-        p.start()
-    mine = [results.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
-    assert [p.exitcode for p in procs] == [0, 0]
+    mine = _race(url, n)
     reg = ModelRegistry(url)
     assert sorted(v.version for v in reg.list()) == list(range(1, 2 * n + 1)) == sorted(mine[0] + mine[1])
     assert len(reg.history()) == 4 * n

@@ -1,9 +1,6 @@
 """The TUF repositories behind OTA packages, checked with python-tuf's own client over HTTP on 127.0.0.1."""
 
-import functools
-import threading
 from datetime import datetime, timedelta, timezone
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from tuf.api.exceptions import ExpiredMetadataError
@@ -11,6 +8,7 @@ from tuf.ngclient import Updater
 
 from avops.ota.keys import KeyRing
 from avops.ota.repository import FileRepository
+from tests.conftest import serve_folder
 
 ENGINE = b"\x00engine-bytes" * 100
 
@@ -20,14 +18,8 @@ def served(tmp_path):
     """An HTTP server on 127.0.0.1 serving ``tmp_path/repo``."""
     root = tmp_path / "repo"
     root.mkdir()
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a, **k: None
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
+    with serve_folder(root) as url:
+        yield root, url
 
 
 def _client(tmp_path, repo: FileRepository, url: str, name: str = "client", trusted_root: bytes | None = None) -> Updater:

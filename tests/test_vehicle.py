@@ -1,12 +1,9 @@
 """The vehicle-side verifier: every attack is rejected with a reason; a valid package installs online and offline."""
 
-import functools
 import shutil
 import subprocess
 import sys
-import threading
 from datetime import datetime, timedelta, timezone
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ from tuf.api.serialization.json import JSONSerializer
 from avops.home import HomeLayout
 from avops.ota.uptane import Uptane
 from avops.vehicle.verifier import Ecu, Primary, Rejected, Sources
+from tests.conftest import serve_folder
 
 COHORT = "orin-my2024-eu"
 HW = "NV-ORIN-X-64"
@@ -31,18 +29,11 @@ def world(tmp_path):
     ota = Uptane(home)
     release = ota.release(COHORT, "perception", "orin", "engine-int8.onnx", ENGINE, "adas_domain", HW, "rollout-1")
     root = home.root / "ota"
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a, **k: None
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
     ecu = Primary(tmp_path / "ecu", Ecu("adas_domain", HW))
     ecu.init((root / "image/metadata/1.root.json").read_bytes(), (root / f"director/{COHORT}/metadata/1.root.json").read_bytes())
-    try:
+    with serve_folder(root) as url:
         yield {"home": home, "ota": ota, "release": release, "root": root, "ecu": ecu,
                "sources": Sources.online(f"{url}/image", f"{url}/director/{COHORT}"), "tmp": tmp_path}
-    finally:
-        server.shutdown()
 
 
 def _rejected(world, reason: str, ecu: Primary | None = None, when: datetime = NOW) -> Rejected:

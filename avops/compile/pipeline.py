@@ -124,18 +124,16 @@ def build_engines(home: HomeLayout, repo: DatasetRepository, registry: ModelRegi
     if leaks:
         raise ValueError(f"calibration split of {cohort.id}@{data.commit_id[:12]} shares drives with the test split: {leaks}")
     calib_digest = sha256_bytes("\n".join(sorted(calib["object_sha256"])).encode())
-    reference = evaluate_on(model, store, data, policy)
+    calib_images = load_images(store, list(calib["object_sha256"])).astype("float32")
+    test_images = load_images(store, list(data.split("test")["object_sha256"]))  # one decode for the reference and every engine
+    reference = evaluate_on(model, store, data, policy, images=test_images)
     built: list[backends.Engine] = []
     for precision in precisions_for(soc):
         if soc.toolchain == "onnxruntime":
             built.append(backends.build_ort_fp32(onnx_bytes, soc.id) if precision == "fp32" else
-                         backends.build_ort_int8(onnx_bytes, soc.id, load_images(store, list(calib["object_sha256"])).astype("float32"),
-                                                 calib_digest))
+                         backends.build_ort_int8(onnx_bytes, soc.id, calib_images, calib_digest))
         else:
-            qdq = None
-            if precision == "int8":
-                qdq = backends.build_ort_int8(onnx_bytes, soc.id, load_images(store, list(calib["object_sha256"])).astype("float32"),
-                                              calib_digest).data
+            qdq = backends.build_ort_int8(onnx_bytes, soc.id, calib_images, calib_digest).data if precision == "int8" else None
             built.append(backends.build_tensorrt(onnx_bytes, soc.id, precision, soc.toolchain_version(cohort.model_year), qdq))
     records = []
     for e in built:
@@ -151,7 +149,7 @@ def build_engines(home: HomeLayout, repo: DatasetRepository, registry: ModelRegi
                "vehicle_runtime": f"{soc.toolchain} {soc.toolchain_version(cohort.model_year)}", "compile_version": COMPILE_VERSION}
         if e.runtime == "onnxruntime":
             runner = backends.OrtEngineDetector(e.data)
-            rec["parity"] = parity(policy, reference, evaluate_on(runner, store, data, policy))
+            rec["parity"] = parity(policy, reference, evaluate_on(runner, store, data, policy, images=test_images))
             rec["budget"] = budget(soc, backends.measure(e.data, measure_runs), len(e.data))
         else:  # TensorRT engines are checked on the GPU host that built them (not reachable from here)
             rec["parity"] = {"passed": False, "reason": "parity must run on the GPU executor"}

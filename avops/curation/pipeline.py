@@ -65,10 +65,14 @@ def load_frames(home: HomeLayout, cohort: str) -> tuple[pd.DataFrame, str]:
 
 
 def load_images(store: ObjectStore, digests: list[str]) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(io.BytesIO(store.get_bytes(d))).convert("RGB")) for d in digests])
+    """Decode frames (PNG/JPEG) from the object store, verifying each digest."""
+    if not digests:
+        return np.zeros((0, 0, 0, 3), np.uint8)
+    return np.stack([np.asarray(Image.open(io.BytesIO(store.get_bytes(d, verify=True))).convert("RGB")) for d in digests])
 
 
-def _targets(labels: pd.DataFrame, keys: list[tuple[str, int]]) -> list[dict]:
+def targets_for(labels: pd.DataFrame, keys: list[tuple[str, int]]) -> list[dict]:
+    """Boxes and classes per (drive_id, frame_index); a frame without labels (or only an empty-frame marker) has none."""
     grouped = {k: g for k, g in labels.groupby(["drive_id", "frame_index"])} if len(labels) else {}
     out = []
     for k in keys:
@@ -77,7 +81,7 @@ def _targets(labels: pd.DataFrame, keys: list[tuple[str, int]]) -> list[dict]:
             out.append({"boxes": np.zeros((0, 4), np.float32), "classes": []})
         else:
             g = g.dropna(subset=["cls"])
-            out.append({"boxes": g[["x0", "y0", "x1", "y1"]].to_numpy(np.float32), "classes": list(g["cls"])})
+            out.append({"boxes": g[["x0", "y0", "x1", "y1"]].to_numpy(np.float32).reshape(-1, 4), "classes": list(g["cls"])})
     return out
 
 
@@ -133,8 +137,8 @@ def build_teacher(home: HomeLayout, cohort: str, policy: CurationPolicy, process
         held += key_df.index[key_df["drive_id"] == d].tolist()
     train_df, held_df = key_df.drop(held), key_df.loc[held]
     labels = returns.labels
-    train_t = _targets(labels, list(zip(train_df["drive_id"], train_df["frame_index"])))
-    held_t = _targets(labels, list(zip(held_df["drive_id"], held_df["frame_index"])))
+    train_t = targets_for(labels, list(zip(train_df["drive_id"], train_df["frame_index"])))
+    held_t = targets_for(labels, list(zip(held_df["drive_id"], held_df["frame_index"])))
     cache_key = sha256_bytes(json.dumps([CURATION_VERSION, cfg.__dict__, list(train_df["object_sha256"]),
                                          [[b.tolist(), c] for b, c in ((t["boxes"], t["classes"]) for t in train_t)]],
                                         sort_keys=True, default=str).encode())

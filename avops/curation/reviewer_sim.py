@@ -11,7 +11,10 @@ import json
 import time
 from datetime import datetime, timezone
 
+import numpy as np
+
 from avops.curation import openlabel
+from avops.curation.detector import _iou
 from avops.curation.reviews import returns_dir, tasks_dir
 from avops.home import HomeLayout
 
@@ -20,19 +23,11 @@ VRU = ("pedestrian", "cyclist")
 INCIDENT_MIN_HEIGHT_PX = 10.0  # a VRU this tall is close: missing it is what a field incident report describes
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _incident(truth_boxes, truth_classes, prelabels, odd: dict) -> str | None:
     """Report an incident when the field model's labels missed a close vulnerable road user."""
     for box, cls in zip(truth_boxes, truth_classes):
         if cls in VRU and box[3] - box[1] >= INCIDENT_MIN_HEIGHT_PX and not any(
-                o.cls == cls and _iou(o.box, box) >= 0.3 for o in prelabels):
+                o.cls == cls and _iou(np.asarray([o.box], np.float32), np.asarray([box], np.float32))[0, 0] >= 0.3 for o in prelabels):
             return f"missed {cls} at close range ({odd.get('illumination')}, {odd.get('weather')})"
     return None
 

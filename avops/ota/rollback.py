@@ -42,6 +42,12 @@ def _history(home: HomeLayout, cohort: str) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
+def previous_image(home: HomeLayout, cohort: str, component: str, current_sha256: str) -> str | None:
+    """The sha256 of the image the cohort had before ``current_sha256`` (what a rollout rolls back to)."""
+    earlier = [e["sha256"] for e in _history(home, cohort) if e["component"] == component and e["sha256"] != current_sha256]
+    return earlier[-1] if earlier else None
+
+
 def rollback(home: HomeLayout, cohort: str, component: str, reason: str) -> RolledBack:
     """Re-direct ``component`` of ``cohort`` to the image it had before the current one."""
     t0 = time.perf_counter()

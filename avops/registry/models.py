@@ -240,6 +240,14 @@ class ModelRegistry:
                 raise
             conn.execute("COMMIT")
 
+    def transaction(self, schema: bool = False):
+        """A write transaction on the registry's database, for state kept beside it (e.g. rollouts)."""
+        return self._transaction(schema)
+
+    def connection(self):
+        """A read connection on the registry's database (``?`` placeholders on every backend)."""
+        return self._connect()
+
     def _init_schema(self) -> None:
         if self.dialect == "sqlite":
             self._enable_wal()

@@ -37,7 +37,7 @@ def plan_waves(vehicles: list[str], policy: RolloutPolicy, rollout_id: str) -> t
     return order, counts
 
 
-def _director_entry(home: HomeLayout, cohort: str, component: str):
+def director_entry(home: HomeLayout, cohort: str, component: str):
     entries = [t for p, t in Uptane(home).director(cohort).targets().targets.items() if p.startswith(f"{component}/")]
     if len(entries) != 1:
         raise ValueError(f"{cohort}: expected one director entry for {component}, found {len(entries)}")
@@ -47,7 +47,7 @@ def _director_entry(home: HomeLayout, cohort: str, component: str):
 def assign(home: HomeLayout, cohort: str, component: str, vehicles: list[str] | None) -> None:
     """Limit the component's director entry to ``vehicles`` (None: every vehicle of the cohort)."""
     director = Uptane(home).director(cohort)
-    path = _director_entry(home, cohort, component).path
+    path = director_entry(home, cohort, component).path
     with director.edit_targets() as targets:
         custom = targets.targets[path].unrecognized_fields.setdefault("custom", {})
         if vehicles is None:
@@ -61,7 +61,7 @@ def start(home: HomeLayout, store: RolloutStore, cohort: str, component: str, ve
           previous_sha256: str | None, now: datetime | None = None) -> Rollout:
     """Begin a rollout of the component's current director entry: only the first wave may install it."""
     now = now or datetime.now(timezone.utc)
-    entry = _director_entry(home, cohort, component)
+    entry = director_entry(home, cohort, component)
     custom = entry.unrecognized_fields.get("custom", {})
     rollout_id = str(custom.get("rollout_id"))
     order, counts = plan_waves(vehicles, policy, rollout_id)

@@ -71,7 +71,7 @@ def _row(row: tuple) -> Rollout:
 class RolloutStore:
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
-        with registry._transaction(schema=True) as conn:  # noqa: SLF001 - the registry's own write transaction
+        with registry.transaction(schema=True) as conn:
             for stmt in _schema(registry.dialect):
                 conn.execute(stmt)
 
@@ -84,7 +84,7 @@ class RolloutStore:
                      (rollout_id, _now(), kind, wave, json.dumps(detail, sort_keys=True, default=str)))
 
     def create(self, r: Rollout, detail: dict) -> Rollout:
-        with self.registry._transaction() as conn:  # noqa: SLF001
+        with self.registry.transaction() as conn:
             if conn.one("SELECT 1 FROM rollouts WHERE rollout_id = ?", (r.rollout_id,)):
                 raise ValueError(f"rollout {r.rollout_id} exists")
             conn.execute(f"INSERT INTO rollouts ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -100,7 +100,7 @@ class RolloutStore:
             raise ValueError(f"cannot change {sorted(bad)} of a rollout")
         if "status" in fields and fields["status"] not in STATUSES:
             raise ValueError(f"unknown rollout status {fields['status']!r}")
-        with self.registry._transaction() as conn:  # noqa: SLF001
+        with self.registry.transaction() as conn:
             if fields:
                 sets = ", ".join(f"{k} = ?" for k in fields)
                 conn.execute(f"UPDATE rollouts SET {sets} WHERE rollout_id = ?", (*fields.values(), rollout_id))
@@ -108,7 +108,7 @@ class RolloutStore:
         return self.get(rollout_id)
 
     def get(self, rollout_id: str) -> Rollout:
-        with self.registry._connect() as conn:  # noqa: SLF001
+        with self.registry.connection() as conn:
             row = conn.one(f"SELECT {_COLS} FROM rollouts WHERE rollout_id = ?", (rollout_id,))
         if row is None:
             raise KeyError(f"no rollout {rollout_id!r}")
@@ -116,10 +116,10 @@ class RolloutStore:
 
     def active(self, cohort: str | None = None) -> list[Rollout]:
         sql = f"SELECT {_COLS} FROM rollouts WHERE status = 'active'" + (" AND cohort = ?" if cohort else "") + " ORDER BY created_at"
-        with self.registry._connect() as conn:  # noqa: SLF001
+        with self.registry.connection() as conn:
             return [_row(r) for r in conn.all(sql, (cohort,) if cohort else ())]
 
     def events(self, rollout_id: str) -> list[dict]:
-        with self.registry._connect() as conn:  # noqa: SLF001
+        with self.registry.connection() as conn:
             rows = conn.all("SELECT id, at, kind, wave, detail FROM rollout_events WHERE rollout_id = ? ORDER BY id", (rollout_id,))
         return [{"id": i, "at": at, "kind": k, "wave": w, "detail": json.loads(d)} for i, at, k, w, d in rows]

@@ -11,15 +11,14 @@ import io
 import json
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from avops.store import ObjectStore, sha256_bytes
+from avops.curation.pipeline import load_images, targets_for
+from avops.store import sha256_bytes
 from avops.versioning.base import DatasetRepository
 
-ODD_COLUMNS = ("illumination", "weather", "road_type", "roadworks")
-
+__all__ = ["TrainingSet", "load_images", "load_training_set", "targets_for"]
 
 @dataclass
 class TrainingSet:
@@ -51,19 +50,6 @@ class TrainingSet:
                            self.manifest_sha256)
 
 
-def targets_for(labels: pd.DataFrame, keys: list[tuple[str, int]]) -> list[dict]:
-    grouped = {k: g for k, g in labels.groupby(["drive_id", "frame_index"])} if len(labels) else {}
-    out = []
-    for k in keys:
-        g = grouped.get(k)
-        if g is None:
-            out.append({"boxes": np.zeros((0, 4), np.float32), "classes": []})
-        else:
-            g = g.dropna(subset=["cls"])
-            out.append({"boxes": g[["x0", "y0", "x1", "y1"]].to_numpy(np.float32).reshape(-1, 4), "classes": list(g["cls"])})
-    return out
-
-
 def load_training_set(repo: DatasetRepository, ref: str, cohort: str) -> TrainingSet:
     """Read ``cohorts/<cohort>/{samples,labels,manifest}`` at ``ref`` (a commit id, tag or branch)."""
     commit = repo.resolve(ref)
@@ -80,12 +66,3 @@ def load_training_set(repo: DatasetRepository, ref: str, cohort: str) -> Trainin
         raise ValueError(f"{prefix}/manifest.json at {commit[:12]} is for cohort {manifest.get('cohort')!r}, not {cohort!r}")
     return TrainingSet(cohort, commit, samples, labels, {f"{prefix}/{k}": sha256_bytes(v) for k, v in raw.items()},
                        sha256_bytes(raw["manifest.json"]))
-
-
-def load_images(store: ObjectStore, digests: list[str]) -> np.ndarray:
-    """Decode frames (PNG/JPEG) from the object store, verifying each digest."""
-    from PIL import Image
-
-    if not digests:
-        return np.zeros((0, 0, 0, 3), np.uint8)
-    return np.stack([np.asarray(Image.open(io.BytesIO(store.get_bytes(d, verify=True))).convert("RGB")) for d in digests])

@@ -36,12 +36,14 @@ class Evaluation:
     slices: pd.DataFrame  # one row per gate slice (see slice_metrics)
 
 
-def evaluate_on(model: Detector, store: ObjectStore, data: TrainingSet, policy: GatePolicy, split: str = "test") -> Evaluation:
+def evaluate_on(model: Detector, store: ObjectStore, data: TrainingSet, policy: GatePolicy, split: str = "test",
+                images: np.ndarray | None = None) -> Evaluation:
+    """Slice metrics of ``model`` on a split; pass the split's ``images`` when several models are judged on them."""
     frames = data.split(split)
     if frames.empty:
         raise ValueError(f"curated set {data.cohort}@{data.commit_id[:12]} has no {split} split: the gates have no evidence")
     targets = data.targets(frames)
-    dets = predict(model, store, list(frames["object_sha256"]))
+    dets = model.predict(images) if images is not None else predict(model, store, list(frames["object_sha256"]))
     gt, pred = match_objects([d.boxes for d in dets], [list(d.classes) for d in dets], [d.scores for d in dets],
                              [t["boxes"] for t in targets], [t["classes"] for t in targets], iou=policy.iou)
     return Evaluation(frames, gt, pred, slice_metrics(frames, gt, pred, policy.slices, policy.bound, policy.confidence))

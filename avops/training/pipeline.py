@@ -114,12 +114,13 @@ def evaluate(home: HomeLayout, repo: DatasetRepository, registry: ModelRegistry,
         raise ValueError(f"{MODEL} v{version} belongs to cohort {cand.cohort}, not {cohort}")
     data = load_training_set(repo, cand.lineage["dataset_commit"], cohort)
     model = load_checkpoint(store, cand.artifact_sha256)
-    cand_eval = evaluate_on(model, store, data, policy)
+    test_images = load_images(store, list(data.split("test")["object_sha256"]))  # decoded once for both models
+    cand_eval = evaluate_on(model, store, data, policy, images=test_images)
     prod = production_version(registry, cohort)
     if prod is not None and prod.artifact_sha256 == cand.artifact_sha256:
         prod = None  # the candidate is what is in production: nothing to compare against
     prod_model = load_checkpoint(store, prod.artifact_sha256) if prod else None
-    prod_eval = evaluate_on(prod_model, store, data, policy) if prod_model else None
+    prod_eval = evaluate_on(prod_model, store, data, policy, images=test_images) if prod_model else None
     gates = judge(policy, cand_eval, prod_eval)
     library = inc_lib.load_library(home)
     replay = inc_lib.replay(model, store, library)

@@ -1,9 +1,8 @@
 """Rollouts: a staged canary rollout per published package, advanced by the rollout sensor."""
 
-import json
-
 import dagster as dg
 
+from avops.ota.rollback import previous_image
 from avops.rollout import controller
 from avops.rollout.policy import load_rollout_policy
 from avops.rollout.store import RolloutStore
@@ -13,14 +12,6 @@ from avops_assets.partitions import cohort_partitions
 from resources import AvopsHome, FleetRegistryResource, ModelRegistryResource
 
 ROLLOUTS = dg.AssetKey(["ota", "rollouts"])
-
-
-def _previous_sha(home, cohort: str, component: str, current: str) -> str | None:
-    log = home.root / "ota" / "releases" / f"{cohort}.jsonl"
-    shas = [json.loads(x)["sha256"] for x in log.read_text().splitlines() if x.strip() and json.loads(x)["component"] == component] \
-        if log.exists() else []
-    earlier = [s for s in shas if s != current]
-    return earlier[-1] if earlier else None
 
 
 @dg.asset(key=ROLLOUTS, deps=[PACKAGES], kinds={"json"}, group_name="ota", partitions_def=cohort_partitions, code_version="1",
@@ -38,13 +29,13 @@ def rollouts(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: Fl
     policy = load_rollout_policy()
     started = []
     for component in ("perception",):
-        entry = controller._director_entry(home, cohort.id, component)
+        entry = controller.director_entry(home, cohort.id, component)
         rid = str(entry.unrecognized_fields.get("custom", {}).get("rollout_id"))
         try:
             r = store.get(rid)
         except KeyError:
             r = controller.start(home, store, cohort.id, component, cohort.vehicle_ids(), policy,
-                                 _previous_sha(home, cohort.id, component, entry.hashes["sha256"]))
+                                 previous_image(home, cohort.id, component, entry.hashes["sha256"]))
         started.append({"rollout_id": r.rollout_id, "component": component, "waves": r.waves, "status": r.status,
                         "wave": r.wave, "wave_vehicles": r.wave_vehicles()})
     return dg.MaterializeResult(metadata={"rollouts": dg.MetadataValue.json(started)})
