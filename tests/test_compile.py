@@ -1,5 +1,7 @@
 """Compiled engines: ONNX export parity, INT8 calibration on its own split, parity/budget checks, TensorRT, the matrix."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -77,6 +79,14 @@ def test_an_engine_built_from_corrupted_weights_fails_parity(built):
     rows = cp.compatibility_rows(records, built["cohort"], load_catalog())
     row = rows[rows["engine_sha256"] == records[0]["engine_sha256"]].iloc[0]
     assert not row["compatible"] and "blocked" in row["reason"]
+    # nothing left to ship: the parity check blocks; beside a good FP32 engine the bad one is only excluded
+    assert not cp.shippable(records, "parity").passed
+    good = next(r for r in built["records"] if r["precision"] == "fp32")
+    mixed = cp.shippable([good, records[-1]], "parity")
+    assert mixed.passed and mixed.kept == [f"fp32:{good['engine_sha256'][:12]}"] and len(mixed.excluded) == 1
+    sil_cohort = dataclasses.replace(built["cohort"], soc="x86-ecu")
+    both = cp.compatibility_rows([good, records[-1]], sil_cohort, load_catalog()).dropna(subset=["engine_sha256"])
+    assert list(both["compatible"]) == [True, False]
     unbuildable = rows[rows["engine_sha256"].isna()].set_index("soc")["reason"]
     assert "qnn cannot run on this host" in unbuildable["snapdragon-ride"], "the matrix names targets this host cannot build"
 

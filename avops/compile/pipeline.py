@@ -7,6 +7,7 @@ so each hardware-specific artifact stays traceable to its float32 original.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
@@ -161,6 +162,35 @@ def build_engines(home: HomeLayout, repo: DatasetRepository, registry: ModelRegi
                          {"engines": records, "source_onnx_sha256": onnx_digest, "model_version": version.version,
                           "source_checkpoint_sha256": version.artifact_sha256, "soc": soc.id})
     return m, records
+
+
+@dataclass
+class Shippable:
+    """What a parity or budget check concludes over one target's engines."""
+    passed: bool
+    kept: list[str]
+    excluded: dict[str, object]
+    description: str
+
+
+def shippable(records: list[dict], aspect: str) -> Shippable:
+    """Engines that pass ``aspect`` (parity or budget); the check holds while at least one does.
+
+    A failing INT8 engine does not stop an FP32 engine that meets every gate from shipping: the
+    compatibility matrix rules the failing one out, and this verdict names it.
+    """
+    kept, excluded = [], {}
+    for r in records:
+        name = f"{r['precision']}:{r['engine_sha256'][:12]}"
+        res = r[aspect]
+        if res["passed"]:
+            kept.append(name)
+        else:
+            excluded[name] = {k: v for k, v in res.get("slices", {}).items() if not v["passed"]} or res.get("reason") or res
+    if not kept:
+        return Shippable(False, kept, excluded, f"no engine passes {aspect}: {', '.join(excluded) or 'none built'}")
+    note = f"; excluded (not packaged): {', '.join(excluded)}" if excluded else ""
+    return Shippable(True, kept, excluded, f"{', '.join(kept)} pass {aspect}{note}")
 
 
 def all_engines(home: HomeLayout, cohorts: list[str]) -> list[dict]:
