@@ -159,10 +159,15 @@ def _print_wide(table: Table) -> None:
 
 
 def _open_registry(home: str | None):
+    """The registry (and its audit log): AVOPS_REGISTRY_URL when set (Postgres), else SQLite in the home."""
+    import os
+
     from avops.home import layout
     from avops.registry import ModelRegistry
 
-    return ModelRegistry.local(layout(home))
+    lay = layout(home)
+    url = os.environ.get("AVOPS_REGISTRY_URL")
+    return ModelRegistry(url, audit_keys=lay.root / "audit" / "keys") if url else ModelRegistry.local(lay)
 
 
 @main.group("registry")
@@ -293,3 +298,61 @@ def ota_rollback(component: str, cohorts: tuple[str, ...], all_cohorts: bool, re
     console.print(table)
     if failed:
         raise click.ClickException("; ".join(failed))
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The tamper-evident audit log: verify it, prove that an event is in it."""
+
+
+@audit_group.command("verify")
+@click.option("--home", type=click.Path(file_okay=False), default=None, help="AVOPS_HOME to read.")
+def audit_verify(home: str | None) -> None:
+    """Re-check every entry and every signed tree head; exit 1 naming what was changed, dropped or reordered."""
+    log = _open_registry(home).audit
+    report = log.verify()
+    head = log.head()
+    if report.ok:
+        console.print(f"[green]audit log intact[/]: {report.size} events, {report.heads} signed tree heads, "
+                      f"root {report.root_hash[:16]}" + (f" (latest head {head.timestamp})" if head else ""))
+        return
+    for p in report.problems:
+        console.print(f"[red]✗[/] {p}")
+    console.print(f"[red]audit log verification failed[/]: {len(report.problems)} problem(s) in {report.size} events")
+    sys.exit(1)
+
+
+@audit_group.command("prove")
+@click.argument("event_id", type=int)
+@click.option("--home", type=click.Path(file_okay=False), default=None, help="AVOPS_HOME to read.")
+def audit_prove(event_id: int, home: str | None) -> None:
+    """Print (JSON, stdout) an inclusion proof of EVENT_ID against the latest signed tree head; check it with check-proof."""
+    import json
+
+    from avops.audit.log import AuditError
+
+    try:
+        click.echo(json.dumps(_open_registry(home).audit.prove(event_id), indent=2, sort_keys=True))
+    except AuditError as exc:
+        raise click.ClickException(f"{exc}; `avops audit verify` shows the log's size") from exc
+
+
+@audit_group.command("check-proof")
+@click.argument("proof", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--trusted-head", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A tree head (JSON) published elsewhere that the proof's head must equal.")
+def audit_check_proof(proof: Path, trusted_head: Path | None) -> None:
+    """Check an inclusion proof offline: the event hashes to the leaf, the path leads to the signed root."""
+    import json
+
+    from avops.audit.log import check_proof
+
+    bundle = json.loads(proof.read_text())
+    problems = check_proof(bundle, trusted_head=json.loads(trusted_head.read_text()) if trusted_head else None)
+    if problems:
+        for p in problems:
+            console.print(f"[red]✗[/] {p}")
+        sys.exit(1)
+    head = bundle["tree_head"]
+    console.print(f"[green]proof holds[/]: event {bundle['leaf_index']} ({bundle['event']['kind']} {bundle['event']['subject']}) "
+                  f"is in the log of size {head['tree_size']} with root {head['root_hash'][:16]}, signed {head['timestamp']}")

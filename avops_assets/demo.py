@@ -188,13 +188,16 @@ def _ota(lay, registry, cohorts: list[str], rollback_one: bool = False) -> None:
     from datetime import datetime, timezone
 
     from avops.fleet.ecus import SimulatedVehicle
-    from avops.ota.rollback import rollback
+    from avops.ota.rollback import record_in_registry, rollback
+    from avops.ota.uptane import metadata_state
+    from avops.registry import ModelRegistry
     from avops.rollout import controller
     from avops.rollout.inbox import collect, deliver
     from avops.rollout.policy import load_rollout_policy
     from avops.rollout.store import RolloutStore
     from avops.rollout.vehicle_keys import registered_keys
 
+    _print_packages(lay, registry, cohorts)
     store, policy = RolloutStore.local(lay), load_rollout_policy(soak_seconds=0)
     if not [r for r in store.active() if r.cohort in cohorts]:
         console.print("[yellow]OTA: no package to roll out (TensorRT cohorts need a GPU executor; cohorts blocked at the gates "
@@ -223,15 +226,76 @@ def _ota(lay, registry, cohorts: list[str], rollback_one: bool = False) -> None:
         if action == "complete":
             rolled.append(r)
     _show(table)
-    for r in (rolled[:1] if rollback_one else []):  # a component rollback, timed, on a cohort with a previous image
-        try:
-            rb = rollback(lay, r.cohort, r.component, "demo: roll perception back")
-        except Exception as exc:  # noqa: BLE001 - e.g. the cohort's first package has nothing to go back to
-            console.print(f"OTA rollback of {r.component} for {r.cohort}: not possible yet ({exc})")
+    if not rollback_one:
+        return
+    for r in rolled:  # a component rollback, timed, on the first cohort that has a previous image to go back to
+        if r.previous_sha256 is None:
             continue
-        console.print(f"OTA rollback of {rb.component} for {rb.cohort}: {rb.from_path.rsplit('/', 1)[-1]} -> "
-                      f"{rb.to_path.rsplit('/', 1)[-1]} in {rb.seconds:.2f} s (release counter {rb.release_counter}); "
-                      f"untouched: {', '.join(rb.untouched) or 'no other component'}")
+        before = metadata_state(lay)
+        rb = rollback(lay, r.cohort, r.component, "avops demo: roll perception back fleet-wide")
+        record_in_registry(ModelRegistry.local(lay), rb, "avops demo", "demo rollback")
+        _print_rollback(rb, before, metadata_state(lay))
+        return
+    console.print("[yellow]OTA rollback: no cohort has received two packages yet (the second round's candidates were "
+                  "blocked or not built), so there is no previous image to roll back to[/]")
+
+
+def _print_rollback(rb, before: dict, after: dict) -> None:
+    """What a rollback re-signed (one director's targets, snapshot, timestamp) and what it left byte-identical."""
+    console.print(f"[bold]OTA rollback[/] of {rb.component} for {rb.cohort}: {rb.from_path.rsplit('/', 1)[-1]} -> "
+                  f"{rb.to_path.rsplit('/', 1)[-1]} (model v{rb.from_model_version} -> v{rb.to_model_version}) "
+                  f"in {rb.seconds:.2f} s, release counter {rb.release_counter}")
+    table = Table(title="TUF/Uptane metadata before and after the rollback (version, sha256)")
+    for col in ("repository", "role", "before", "after", ""):
+        table.add_column(col)
+    repos: dict[str, list[str]] = {}
+    for key in sorted(set(before) | set(after)):
+        repo, role = key.rsplit("/", 1)
+        repos.setdefault(repo, []).append(role)
+    for repo, roles in repos.items():
+        changed = [r for r in roles if before.get(f"{repo}/{r}") != after.get(f"{repo}/{r}")]
+        if not changed:
+            table.add_row(repo, f"{len(roles)} roles", "", "", "[green]untouched (byte-identical)[/]")
+            continue
+        for role in roles:
+            b, a = before.get(f"{repo}/{role}"), after.get(f"{repo}/{role}")
+            fmt = (lambda v: "" if v is None else f"v{v[0]} {v[1][:10]}")
+            table.add_row(repo, role, fmt(b), fmt(a), "[yellow]re-signed[/]" if a != b else "[green]untouched[/]")
+    _show(table)
+    others = ", ".join(rb.untouched) or "none in this cohort yet"
+    console.print(f"other components' targets in the {rb.cohort} director, untouched: {others}")
+
+
+def _print_packages(lay, registry, cohorts: list[str]) -> None:
+    """Signed OTA packages per cohort: what was published (target, attestation, SBOM) or why there is none."""
+    from avops import datasets
+    from avops.compile import pipeline as compiling
+    from avops.compile.backends import ToolchainUnavailable
+    from avops.compile.socs import load_catalog
+    from avops.store import ObjectStore
+
+    store, socs = ObjectStore(lay.objects), load_catalog()
+    table = Table(title="signed OTA packages (image + director repositories, SLSA provenance in DSSE, CycloneDX SBOM)")
+    for col in ("cohort", "target", "release", "attestation", "SBOM", "status"):
+        table.add_column(col, no_wrap=col == "cohort")
+    for c in cohorts:
+        m = datasets.current(store, lay.refs, "ota/packages", c)
+        if m is not None:
+            for r in datasets.read_table(store, m, "releases").to_pylist():
+                table.add_row(c, r["path"], str(r["release_counter"]), r["attestation_sha256"][:12], r["sbom_sha256"][:12],
+                              "[green]signed, published[/]")
+            continue
+        soc = socs.get(registry.cohort(c).soc)
+        why = "no package: no engine passed its checks"
+        if datasets.current(store, lay.refs, compiling.ENGINES, c) is None:
+            why = "no package: blocked at the safety gates"
+            if soc is not None:
+                try:
+                    compiling.ensure_buildable(soc)
+                except ToolchainUnavailable:
+                    why = f"no package: {soc.toolchain} engines need a GPU executor (job compile_engines_gpu)"
+        table.add_row(c, "", "", "", "", f"[yellow]{why}[/]")
+    _show(table)
 
 
 def _release(lay, cohorts: list[str]) -> None:

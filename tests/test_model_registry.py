@@ -8,6 +8,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
+from avops.audit.log import check_proof
 from avops.cli import main
 from avops.home import HomeLayout
 from avops.registry import ModelRegistry, RegistryError
@@ -151,9 +152,9 @@ def test_history_is_append_only_and_agrees_with_state(reg, home):
     con.close()
 
 
-def _worker(url: str, wid: int, n: int, start, results) -> None:
+def _worker(url: str, wid: int, n: int, start, results, audit_keys=None) -> None:
     """One process: register then validate ``n`` models (2 * n operations), racing the other process."""
-    reg = ModelRegistry(url)
+    reg = ModelRegistry(url, audit_keys=audit_keys)
     start.wait(timeout=30)  # both processes begin writing at the same moment
     mine = []
     for i in range(n):
@@ -165,11 +166,11 @@ def _worker(url: str, wid: int, n: int, start, results) -> None:
     results.put(mine)
 
 
-def _race(url: str, n: int) -> list[list[int]]:
+def _race(url: str, n: int, audit_keys=None) -> list[list[int]]:
     """Two spawned processes run ``_worker`` against ``url`` at once; returns the versions each one created."""
     ctx = mp.get_context("spawn")
     start, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(url, wid, n, start, results)) for wid in (0, 1)]
+    procs = [ctx.Process(target=_worker, args=(url, wid, n, start, results, audit_keys)) for wid in (0, 1)]
     for p in procs:
         p.start()
     mine = [results.get(timeout=60) for _ in procs]
@@ -183,8 +184,10 @@ def test_two_processes_writing_concurrently_leave_a_consistent_database(tmp_path
     db = tmp_path / "registry" / "models.db"
     url = f"sqlite:///{db}"
     n = 20  # 2 processes x (20 registrations + 20 transitions) = 80 operations; both also race to create the schema
-    mine = _race(url, n)
-    reg = ModelRegistry(url)
+    mine = _race(url, n, audit_keys=tmp_path / "keys")  # both also race to create the audit log's key
+    reg = ModelRegistry(url, audit_keys=tmp_path / "keys")
+    report = reg.audit.verify()
+    assert report.ok and report.size == report.heads == 4 * n, report.problems
     versions = reg.list()
     assert sorted(v.version for v in versions) == list(range(1, 2 * n + 1))  # none lost, none duplicated
     assert sorted(mine[0] + mine[1]) == list(range(1, 2 * n + 1))
@@ -228,11 +231,11 @@ def _fresh_db(url: str, name: str) -> str:
     return url.rsplit("/", 1)[0] + f"/{name}"
 
 
-def test_postgres_backend_keeps_the_same_contract(postgres_url):
-    """Postgres by configuration: the same stages, aliases and append-only history as SQLite."""
+def test_postgres_backend_keeps_the_same_contract(postgres_url, tmp_path):
+    """Postgres by configuration: the same stages, aliases, append-only history and audit log as SQLite."""
     import psycopg
 
-    reg = ModelRegistry(_fresh_db(postgres_url, "registry_contract"))
+    reg = ModelRegistry(_fresh_db(postgres_url, "registry_contract"), audit_keys=tmp_path / "keys")
     v = released(reg, "pg1")
     reg.set_alias("perception", "eu", "production", v, "alice", "first release")
     with pytest.raises(RegistryError, match="cannot go from"):
@@ -246,12 +249,19 @@ def test_postgres_backend_keeps_the_same_contract(postgres_url):
             with pytest.raises(psycopg.Error, match="append-only|cannot be deleted|immutable"):
                 con.execute(sql)
         assert con.execute("SELECT count(*) FROM model_history").fetchone()[0] == 4
+        for sql in ("UPDATE audit_events SET actor = 'x'", "DELETE FROM audit_heads", "TRUNCATE audit_events"):
+            with pytest.raises(psycopg.Error, match="append-only"):
+                con.execute(sql)
+    report = reg.audit.verify()
+    assert report.ok and report.size == 4 and check_proof(reg.audit.prove(3)) == [], report.problems
 
 
-def test_two_processes_writing_concurrently_to_postgres(postgres_url):
+def test_two_processes_writing_concurrently_to_postgres(postgres_url, tmp_path):
     url = _fresh_db(postgres_url, "registry_race")
     n = 15
-    mine = _race(url, n)
-    reg = ModelRegistry(url)
+    mine = _race(url, n, audit_keys=tmp_path / "keys")
+    reg = ModelRegistry(url, audit_keys=tmp_path / "keys")
+    report = reg.audit.verify()
+    assert report.ok and report.size == report.heads == 4 * n, report.problems
     assert sorted(v.version for v in reg.list()) == list(range(1, 2 * n + 1)) == sorted(mine[0] + mine[1])
     assert len(reg.history()) == 4 * n

@@ -13,7 +13,7 @@ from avops.compile import pipeline as cp
 from avops.compile.socs import load_catalog
 from avops.ota import packages
 from avops.ota.keys import KeyRing
-from avops.ota.uptane import Uptane
+from avops.ota.uptane import Uptane, metadata_state
 from avops.store import ObjectStore
 from avops.vehicle.verifier import Ecu, Primary, Sources
 
@@ -78,6 +78,8 @@ def test_rollback_of_one_component_leaves_the_others_untouched(built, sim_cohort
     Uptane(home).release(cohort.id, "maintenance", "x86-ecu", "rul-model.onnx", b"maintenance model", "adas_domain", hw, "m-1")
     director_before = Uptane(home).director(cohort.id).targets().targets
     maintenance_before = director_before["maintenance/x86-ecu/rul-model.onnx"].to_dict()
+    Uptane(home).director("another-cohort")
+    state_before = metadata_state(home)
 
     result = CliRunner().invoke(main, ["ota", "rollback", "--component", "perception", "--cohort", cohort.id,
                                        "--home", str(home.root), "--reason", "field reports"])
@@ -87,6 +89,10 @@ def test_rollback_of_one_component_leaves_the_others_untouched(built, sim_cohort
     assert [t.hashes["sha256"] for t in perception] == [first.releases[0].sha256], "back to the previous image"
     assert perception[0].unrecognized_fields["custom"]["release_counter"] > second.releases[0].release_counter
     assert director["maintenance/x86-ecu/rul-model.onnx"].to_dict() == maintenance_before, "other components untouched"
+    state_after = metadata_state(home)
+    changed = sorted(k for k in state_after if state_after[k] != state_before.get(k))
+    assert changed == [f"director/{cohort.id}/{r}" for r in ("snapshot", "targets", "timestamp")], changed
+    assert all(state_after[k][0] == state_before[k][0] + 1 for k in changed)
     log = [json.loads(x) for x in (home.root / f"ota/releases/{cohort.id}.jsonl").read_text().splitlines()]
     assert log[-1]["kind"] == "rollback" and log[-1]["reason"] == "field reports"
     # a vehicle that had the second image accepts the roll-forward to the old content

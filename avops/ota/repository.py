@@ -163,8 +163,12 @@ class FileRepository(Repository):
             pass
         self.publish()
 
-    def add_target(self, path: str, data: bytes, role: str = Targets.type, custom: dict | None = None) -> TargetFile:
-        """Store ``data`` as ``targets/<dir>/<sha256>.<name>`` and list it in ``role``'s metadata."""
+    def add_target(self, path: str, data: bytes, role: str = Targets.type, custom: dict | None = None,
+                   replaces: tuple[str, ...] = ()) -> TargetFile:
+        """Store ``data`` as ``targets/<dir>/<sha256>.<name>`` and list it in ``role``'s metadata.
+
+        ``replaces`` drops other paths in the same signed version, so no version lists both or neither.
+        """
         target = TargetFile.from_data(path, data, ["sha256"])
         if custom is not None:
             target.unrecognized_fields["custom"] = dict(custom)
@@ -174,6 +178,8 @@ class FileRepository(Repository):
         if not dest.exists():
             atomic_write_bytes(dest, data)
         with self.edit(role) as targets:
+            for p in replaces:
+                targets.targets.pop(p, None)
             targets.targets[path] = target
         return target
 

@@ -75,9 +75,8 @@ def rollback(home: HomeLayout, cohort: str, component: str, reason: str) -> Roll
     others = sorted(p for p in entries if not p.startswith(f"{component}/"))
     data = (image.targets_dir / target["path"].rsplit("/", 1)[0] / f"{target['sha256']}.{target['path'].rsplit('/', 1)[1]}").read_bytes()
     rollout_id = f"rollback-{cohort}-{component}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
-    with director.edit_targets() as targets:
-        targets.targets.pop(current["path"], None)
-    director.add_target(target["path"], data, custom={**custom, "release_counter": counter, "rollout_id": rollout_id})
+    director.add_target(target["path"], data, custom={**custom, "release_counter": counter, "rollout_id": rollout_id},
+                        replaces=(current["path"],))
     director.publish()
     seconds = time.perf_counter() - t0
     log = home.root / "ota" / "releases" / f"{cohort}.jsonl"

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,36 @@ def target_path(component: str, soc: str, name: str) -> str:
     if "/" in name or name in ("", ".", ".."):
         raise ValueError(f"target file name {name!r} must be a plain file name")
     return f"{component}/{soc}/{name}"
+
+
+def metadata_state(home: HomeLayout) -> dict[str, tuple[int, str]]:
+    """Every role of every repository (``image/targets``, ``director/<cohort>/snapshot``...): its latest version and sha256.
+
+    Taken before and after an operation, it shows exactly which metadata the operation re-signed
+    (a rollback must touch one director's targets, snapshot and timestamp, and nothing else).
+    """
+    out: dict[str, tuple[int, str]] = {}
+    base = ota_root(home)
+    folders = [("image", base / "image" / "metadata")]
+    if (base / "director").exists():
+        folders += [(f"director/{d.name}", d / "metadata") for d in sorted((base / "director").iterdir()) if d.is_dir()]
+    for name, folder in folders:
+        if not folder.exists():
+            continue
+        latest: dict[str, tuple[int, Path]] = {}
+        for p in folder.iterdir():
+            parts = p.name.split(".")
+            if p.name == "timestamp.json":
+                role, version = "timestamp", int(json.loads(p.read_bytes())["signed"]["version"])
+            elif len(parts) == 3 and parts[0].isdigit() and parts[2] == "json":
+                role, version = parts[1], int(parts[0])
+            else:
+                continue
+            if role not in latest or version > latest[role][0]:
+                latest[role] = (version, p)
+        for role, (version, p) in sorted(latest.items()):
+            out[f"{name}/{role}"] = (version, sha256_bytes(p.read_bytes()))
+    return out
 
 
 @dataclass(frozen=True)
@@ -86,10 +117,8 @@ class Uptane:
                     if t.unrecognized_fields.get("custom", {}).get("ecu_identifier") == ecu_identifier
                     and t.path.startswith(f"{component}/")]
         counter = max((int(t.unrecognized_fields["custom"]["release_counter"]) for t in previous), default=0) + 1
-        with director.edit_targets() as targets:  # one image per ECU and component: replace the previous one
-            for t in previous:
-                targets.targets.pop(t.path, None)
         custom = {"ecu_identifier": ecu_identifier, "hardware_id": hardware_id, "release_counter": counter, "rollout_id": rollout_id}
-        t = director.add_target(path, data, custom=custom)
+        # one image per ECU and component: the previous one is replaced in the same signed version
+        t = director.add_target(path, data, custom=custom, replaces=tuple(p.path for p in previous if p.path != path))
         director.publish()
         return Release(path, t.hashes["sha256"], t.length, counter, rollout_id, ecu_identifier, hardware_id)

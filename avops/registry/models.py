@@ -167,7 +167,9 @@ class _Conn:
 class ModelRegistry:
     """Model versions, stages and aliases, with an append-only history of every change."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, audit_keys: Path | None = None):
+        """``audit_keys``: the folder of the audit log's signing key; every change is then also logged
+        in the tamper-evident audit log (same database, same transaction)."""
         self.url = url
         if url.startswith("sqlite:///"):
             self.dialect = "sqlite"
@@ -187,11 +189,17 @@ class ModelRegistry:
         else:
             raise RegistryError(f"unsupported registry URL {url!r}: use sqlite:///path/to/models.db or postgresql://...")
         self._init_schema()
+        self.audit = None
+        if audit_keys is not None:
+            from avops.audit.log import AuditLog
+            from avops.ota.keys import KeyRing
+
+            self.audit = AuditLog(self, KeyRing(Path(audit_keys)))
 
     @classmethod
     def local(cls, home: HomeLayout) -> "ModelRegistry":
-        """The embedded default: SQLite at ``<home>/registry/models.db``."""
-        return cls(f"sqlite:///{(home.root / 'registry' / 'models.db').resolve()}")
+        """The embedded default: SQLite at ``<home>/registry/models.db``, audited, the log key under ``<home>/audit/keys``."""
+        return cls(f"sqlite:///{(home.root / 'registry' / 'models.db').resolve()}", audit_keys=home.root / "audit" / "keys")
 
     def _safe_url(self) -> str:
         return re.sub(r"//[^@/]*@", "//***@", self.url)  # never echo a password
@@ -282,6 +290,11 @@ class ModelRegistry:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (_now(), actor, kind, name, version, cohort, alias, from_value, to_value, reason, run_id),
         )
+        if self.audit is not None:
+            subject = f"{name}/v{version}" if version is not None else name
+            self.audit.append_in(conn, "registry", subject, {"event": kind, "model": name, "version": version, "cohort": cohort,
+                                                             "alias": alias, "from": from_value, "to": to_value, "reason": reason},
+                                 actor, run_id)
 
     # -- mutations -------------------------------------------------------------------------
 
