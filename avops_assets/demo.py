@@ -195,6 +195,7 @@ def _ota(lay, registry, cohorts: list[str], rollback_one: bool = False) -> None:
     from avops.rollout.inbox import collect, deliver
     from avops.rollout.policy import load_rollout_policy
     from avops.rollout.store import RolloutStore
+    from avops.rollout.reports import verify_report
     from avops.rollout.vehicle_keys import registered_keys
 
     _print_packages(lay, registry, cohorts)
@@ -235,6 +236,15 @@ def _ota(lay, registry, cohorts: list[str], rollback_one: bool = False) -> None:
         rb = rollback(lay, r.cohort, r.component, "avops demo: roll perception back fleet-wide")
         record_in_registry(ModelRegistry.local(lay), rb, "avops demo", "demo rollback")
         _print_rollback(rb, before, metadata_state(lay))
+        c = registry.cohort(r.cohort)  # the fleet's next update cycle: every vehicle verifies and boots the old image
+        hw = next(e.hardware_id for e in c.ecus if e.name == "adas_domain")
+        t0 = time.perf_counter()
+        reports = [SimulatedVehicle(lay, c.id, v, hw).cycle(rb.rollout_id, r.component, datetime.now(timezone.utc)) for v in r.vehicles]
+        keys = registered_keys(lay)
+        verified = [verify_report(rep, keys)[0] for rep in reports]  # signed post-boot reports, not installer claims
+        back = sum(v is not None and v.booted and v.installed_sha256 == rb.to_sha256 for v in verified)
+        console.print(f"after the rollback: {back}/{len(r.vehicles)} vehicles of {c.id} verified, installed and booted "
+                      f"{rb.to_path.rsplit('/', 1)[-1]} (release counter {rb.release_counter}) in {time.perf_counter() - t0:.1f} s")
         return
     console.print("[yellow]OTA rollback: no cohort has received two packages yet (the second round's candidates were "
                   "blocked or not built), so there is no previous image to roll back to[/]")
@@ -244,7 +254,7 @@ def _print_rollback(rb, before: dict, after: dict) -> None:
     """What a rollback re-signed (one director's targets, snapshot, timestamp) and what it left byte-identical."""
     console.print(f"[bold]OTA rollback[/] of {rb.component} for {rb.cohort}: {rb.from_path.rsplit('/', 1)[-1]} -> "
                   f"{rb.to_path.rsplit('/', 1)[-1]} (model v{rb.from_model_version} -> v{rb.to_model_version}) "
-                  f"in {rb.seconds:.2f} s, release counter {rb.release_counter}")
+                  f"in {rb.seconds * 1000:.0f} ms, release counter {rb.release_counter}")
     table = Table(title="TUF/Uptane metadata before and after the rollback (version, sha256)")
     for col in ("repository", "role", "before", "after", ""):
         table.add_column(col)
@@ -273,6 +283,7 @@ def _print_packages(lay, registry, cohorts: list[str]) -> None:
     from avops.compile.backends import ToolchainUnavailable
     from avops.compile.socs import load_catalog
     from avops.store import ObjectStore
+    from avops.training import pipeline as training
 
     store, socs = ObjectStore(lay.objects), load_catalog()
     table = Table(title="signed OTA packages (image + director repositories, SLSA provenance in DSSE, CycloneDX SBOM)")
@@ -282,18 +293,23 @@ def _print_packages(lay, registry, cohorts: list[str]) -> None:
         m = datasets.current(store, lay.refs, "ota/packages", c)
         if m is not None:
             for r in datasets.read_table(store, m, "releases").to_pylist():
-                table.add_row(c, r["path"], str(r["release_counter"]), r["attestation_sha256"][:12], r["sbom_sha256"][:12],
+                table.add_row(c, r["path"].rsplit("/", 1)[-1], str(r["release_counter"]), r["attestation_sha256"][:12], r["sbom_sha256"][:12],
                               "[green]signed, published[/]")
             continue
         soc = socs.get(registry.cohort(c).soc)
-        why = "no package: no engine passed its checks"
-        if datasets.current(store, lay.refs, compiling.ENGINES, c) is None:
-            why = "no package: blocked at the safety gates"
-            if soc is not None:
-                try:
-                    compiling.ensure_buildable(soc)
-                except ToolchainUnavailable:
-                    why = f"no package: {soc.toolchain} engines need a GPU executor (job compile_engines_gpu)"
+        why = "no package: no engine passed its parity and budget checks"
+        try:
+            _, ev = training.current_evaluation(lay, c)
+        except LookupError:
+            ev = {"blocked": True, "gates": []}
+        if ev["blocked"]:
+            failing = [g["gate"] for g in ev["gates"] if g["blocks"]] + (["incident replay"] if ev.get("incident_regressions") else [])
+            why = f"no package: blocked at the safety gates ({', '.join(failing) or 'no evaluation'})"
+        elif soc is not None:
+            try:
+                compiling.ensure_buildable(soc)
+            except ToolchainUnavailable:
+                why = f"no package: {soc.toolchain} engines need a GPU executor (job compile_engines_gpu)"
         table.add_row(c, "", "", "", "", f"[yellow]{why}[/]")
     _show(table)
 

@@ -107,7 +107,7 @@ def test_the_matrix_refuses_wrong_opset_precision_soc_and_runtime(built):
     socs = load_catalog()
     ok = dict(built["records"][0], soc="rcar-v4h", status="ok", opset=17, precision="int8")
     fleet = load_registry()
-    rcar = fleet.cohort("rcarv4h-my2023-us")
+    rcar = fleet.cohort("rcarv4h-my2025-eu")
     assert cp.compatibility(ok, rcar, socs)[0]
     assert cp.compatibility(dict(ok, opset=9), rcar, socs) == (False, "ONNX opset 9 outside rcar-v4h's range 11-21")
     assert "cannot execute fp16" in cp.compatibility(dict(ok, precision="fp16"), rcar, socs)[1]

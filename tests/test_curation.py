@@ -146,10 +146,11 @@ def _materialize_all(home, root, instance):
     import dagster as dg
 
     from avops_assets.definitions import defs
-    from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, ReviewTeam
+    from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, ModelRegistryResource, ReviewTeam
 
     resources = {"avops_home": AvopsHome(root=str(home.root)), "fleet": FleetRegistryResource(path=str(root / "fleet.yaml")),
-                 "dataset_versioning": DatasetVersioning(home=str(home.root)), "review_team": ReviewTeam(mode="simulated")}
+                 "dataset_versioning": DatasetVersioning(home=str(home.root)), "review_team": ReviewTeam(mode="simulated"),
+                 "model_registry": ModelRegistryResource(home=str(home.root))}
     d = defs()
     stages = ("ingest", "curation")  # training has its own tests (tests/test_training.py)
     assets = [a for a in d.assets if a.key.path[0] in stages]

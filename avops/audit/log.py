@@ -293,16 +293,21 @@ class AuditLog:
 
     def prove(self, index: int) -> dict:
         """An inclusion proof bundle for event ``index`` against the latest signed head (checkable offline)."""
+        return self.prove_many([index])[0]
+
+    def prove_many(self, indices: list[int]) -> list[dict]:
+        """Inclusion proof bundles for several events: the log is read and its tree built once."""
         head = self.head()
-        events = self.events()
-        if head is None or not 0 <= index < head.tree_size:
-            raise AuditError(f"no event {index} in the audit log (it holds {0 if head is None else head.tree_size})")
-        tree = self._tree(events[: head.tree_size])
-        keys = self.public_keys()
-        return {"format": PROOF_FORMAT, "event": json.loads(events[index].entry), "entry": events[index].entry,
-                "leaf_index": index, "leaf_hash": merkle.leaf_hash(events[index].entry.encode()).hex(),
-                "tree_head": head.to_dict(), "inclusion_proof": [h.hex() for h in tree.inclusion_proof(index, head.tree_size)],
-                "log_public_keys": {k: v.to_dict() for k, v in keys.items()}}
+        size = 0 if head is None else head.tree_size
+        bad = [i for i in indices if not 0 <= i < size]
+        if bad:
+            raise AuditError(f"no event {bad[0]} in the audit log (it holds {size})")
+        events = self.events()[:size]
+        tree = self._tree(events)
+        keys = {k: v.to_dict() for k, v in self.public_keys().items()}
+        return [{"format": PROOF_FORMAT, "event": json.loads(events[i].entry), "entry": events[i].entry, "leaf_index": i,
+                 "leaf_hash": tree.levels[0][i].hex(), "tree_head": head.to_dict(),
+                 "inclusion_proof": [h.hex() for h in tree.inclusion_proof(i, size)], "log_public_keys": keys} for i in indices]
 
     def consistency(self, old_size: int, new_size: int | None = None) -> dict:
         """A consistency proof between two signed heads of this log (old must be a prefix of new)."""
@@ -365,6 +370,12 @@ class AuditLog:
                                    "(written around the log)")
         report.root_hash = tree.root().hex()
         return report
+
+
+def record(registry, kind: str, subject: str, data: dict, actor: str, run_id: str | None = None) -> int | None:
+    """Log an event in ``registry``'s audit log when it has one; returns the event's index (None when unaudited)."""
+    audit = getattr(registry, "audit", None)
+    return None if audit is None else audit.append(kind, subject, data, actor, run_id).index
 
 
 def check_proof(bundle: dict, trusted_keys: dict[str, Key] | None = None, trusted_head: dict | None = None) -> list[str]:

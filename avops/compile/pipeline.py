@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from avops import datasets
+from avops.audit import log as audit
 from avops.compile import backends
 from avops.compile.export import export_onnx, opset_of
 from avops.compile.socs import Soc
@@ -161,6 +162,11 @@ def build_engines(home: HomeLayout, repo: DatasetRepository, registry: ModelRegi
     m = datasets.publish(store, home.refs, key, cohort.id, {"engines": pa.Table.from_pandas(table, preserve_index=False)},
                          {"engines": records, "source_onnx_sha256": onnx_digest, "model_version": version.version,
                           "source_checkpoint_sha256": version.artifact_sha256, "soc": soc.id})
+    audit.record(registry, audit.ENGINE_BUILD, f"{cohort.id}/{soc.id}",
+                 {"cohort": cohort.id, "soc": soc.id, "key": key, "manifest_sha256": m.digest, "model_version": version.version,
+                  "source_checkpoint_sha256": version.artifact_sha256, "source_onnx_sha256": onnx_digest,
+                  "engines": [{k: r[k] for k in ("precision", "engine_sha256", "status", "toolchain", "toolchain_version")} for r in records]},
+                 "avops compile")
     return m, records
 
 

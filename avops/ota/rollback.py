@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from avops.audit import log as audit
 from avops.home import HomeLayout
 from avops.ota.uptane import Uptane
 from avops.store import atomic_write_bytes
@@ -33,6 +34,7 @@ class RolledBack:
     untouched: list[str]
     from_model_version: int | None
     to_model_version: int | None
+    rollout_id: str = ""
 
 
 def _history(home: HomeLayout, cohort: str) -> list[dict]:
@@ -85,11 +87,18 @@ def rollback(home: HomeLayout, cohort: str, component: str, reason: str) -> Roll
              "model_version": target.get("model_version"), "kind": "rollback", "reason": reason, "from_path": current["path"]}
     atomic_write_bytes(log, log.read_bytes() + json.dumps(entry, sort_keys=True).encode() + b"\n")
     return RolledBack(cohort, component, current["path"], target["path"], target["sha256"], counter, seconds, others,
-                      current.get("model_version"), target.get("model_version"))
+                      current.get("model_version"), target.get("model_version"), rollout_id)
 
 
 def record_in_registry(registry, rb: RolledBack, actor: str, reason: str, model: str = "perception") -> None:
-    """The version rolled back to is released again and becomes production; the current one becomes rolled_back."""
+    """The version rolled back to is released again and becomes production; the current one becomes rolled_back.
+
+    The rollback itself (what was re-directed, to which digest, how fast) goes to the audit log.
+    """
+    audit.record(registry, audit.ROLLBACK, f"{rb.cohort}/{rb.component}",
+                 {"cohort": rb.cohort, "component": rb.component, "from_path": rb.from_path, "to_path": rb.to_path,
+                  "to_sha256": rb.to_sha256, "release_counter": rb.release_counter, "seconds": rb.seconds,
+                  "untouched": rb.untouched, "reason": reason}, actor)
     if rb.component != model or rb.from_model_version is None or rb.to_model_version is None:
         return
     why = f"OTA rollback of {rb.component} for {rb.cohort} ({rb.from_path} -> {rb.to_path}): {reason}"

@@ -82,6 +82,10 @@ class RolloutStore:
     def _event(self, conn, rollout_id: str, kind: str, wave: int | None, detail: dict) -> None:
         conn.execute("INSERT INTO rollout_events (rollout_id, at, kind, wave, detail) VALUES (?, ?, ?, ?, ?)",
                      (rollout_id, _now(), kind, wave, json.dumps(detail, sort_keys=True, default=str)))
+        if self.registry.audit is not None:  # the transition and its audit entry commit together
+            self.registry.audit.append_in(conn, "rollout_transition", rollout_id,
+                                          {"transition": kind, "wave": wave, "detail": json.loads(json.dumps(detail, default=str))},
+                                          "rollout-controller")
 
     def create(self, r: Rollout, detail: dict) -> Rollout:
         with self.registry.transaction() as conn:

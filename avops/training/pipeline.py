@@ -20,6 +20,7 @@ from avops import datasets
 from avops.curation.ontology import Ontology, load_ontology
 from avops.curation.reviews import collect_returns
 from avops.home import HomeLayout
+from avops.audit import log as audit
 from avops.registry import ModelRegistry, ModelVersion
 from avops.store import ObjectStore, sha256_file
 from avops.training import incidents as inc_lib
@@ -154,6 +155,11 @@ def evaluate(home: HomeLayout, repo: DatasetRepository, registry: ModelRegistry,
                           "incidents": pa.Table.from_pandas(replay, preserve_index=False)},
                          {"evidence_sha256": digest, "candidate_version": cand.version, "candidate_sha256": cand.artifact_sha256,
                           "dataset_commit": data.commit_id, "blocked": blocked})
+    audit.record(registry, audit.GATE_RESULT, f"{MODEL}/v{cand.version}",
+                 {"cohort": cohort, "evidence_sha256": digest, "dataset_commit": data.commit_id, "blocked": blocked,
+                  "policy_sha256": evidence["policy"]["sha256"], "incident_regressions": regressions,
+                  "gates": [{"gate": g["gate"], "status": g["status"], "blocks": g["blocks"], "lower_bound": g["lower_bound"],
+                             "threshold": g["threshold"]} for g in evidence["gates"]]}, actor, run_id)
     if blocked and cand.stage == "candidate":
         why = [f"{g.gate}: {g.reason}" for g in gates if g.blocks] + [f"incident {i} regressed" for i in regressions]
         registry.transition(MODEL, cand.version, "blocked", actor, f"safety gates failed ({'; '.join(why)}); evidence sha256:{digest}", run_id)

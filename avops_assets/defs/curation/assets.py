@@ -2,13 +2,14 @@
 
 import dagster as dg
 
+from avops.audit import log as audit
 from avops.curation import pipeline
 from avops.curation.policy import load_policy
 from avops.ingest.report import bar_chart
 from avops.versioning.base import ConflictError
 from avops_assets.defs.ingest.assets import RAW_DRIVES
 from avops_assets.partitions import cohort_partitions
-from resources import AvopsHome, DatasetVersioning, ReviewTeam
+from resources import AvopsHome, DatasetVersioning, ModelRegistryResource, ReviewTeam
 
 TEACHER = dg.AssetKey(["curation", "teacher"])
 AUTO_LABELS = dg.AssetKey(["curation", "auto_labels"])
@@ -154,7 +155,8 @@ def curated_sets(context: dg.AssetExecutionContext, avops_home: AvopsHome, datas
 
 
 @dg.asset(key=RELEASED_SETS, deps=[CURATED_SETS], kinds={"json"}, **COMMON)
-def released_sets(context: dg.AssetExecutionContext, avops_home: AvopsHome, dataset_versioning: DatasetVersioning) -> dg.MaterializeResult:
+def released_sets(context: dg.AssetExecutionContext, avops_home: AvopsHome, dataset_versioning: DatasetVersioning,
+                  model_registry: ModelRegistryResource) -> dg.MaterializeResult:
     """The curated set merged into the dataset repository's `main`, once its blocking checks passed.
 
     The merge commit id is the dataset version training reads; a tag names it per cohort.
@@ -168,7 +170,11 @@ def released_sets(context: dg.AssetExecutionContext, avops_home: AvopsHome, data
         repo.tag(tag, merged.id)
     except ConflictError as exc:  # tags are immutable; the same release tagged again is not an error
         context.log.info(f"tag {tag} exists: {exc}")
-    return dg.MaterializeResult(metadata={"dataset_version": merged.id, "tag": tag, "merged_branch": branch},
+    event = audit.record(model_registry.open(), audit.DATASET_COMMIT, f"curated-sets/{cohort}",
+                         {"cohort": cohort, "commit": merged.id, "tag": tag, "merged_branch": branch,
+                          "curated_manifest_sha256": _latest_metadata(context, CURATED_SETS, cohort, "manifest_sha256")},
+                         f"dagster:{context.asset_key.to_user_string()}", context.run_id)
+    return dg.MaterializeResult(metadata={"dataset_version": merged.id, "tag": tag, "merged_branch": branch, "audit_event": event},
                                 data_version=dg.DataVersion(merged.id))
 
 

@@ -4,12 +4,13 @@ import dagster as dg
 import pyarrow as pa
 
 from avops import datasets
+from avops.audit import log as audit
 from avops.compile import pipeline as compiling
 from avops.ota.packages import PackageRefused, build_and_publish
 from avops_assets.defs.compile.assets import COMPATIBILITY
 from avops_assets.defs.curation.assets import PROPAGATE
 from avops_assets.partitions import cohort_partitions
-from resources import AvopsHome, FleetRegistryResource
+from resources import AvopsHome, FleetRegistryResource, ModelRegistryResource
 
 PACKAGES = dg.AssetKey(["ota", "packages"])
 PACKAGES_KEY = "ota/packages"
@@ -17,7 +18,8 @@ PACKAGES_KEY = "ota/packages"
 
 @dg.asset(key=PACKAGES, deps=[COMPATIBILITY], kinds={"json"}, group_name="ota", partitions_def=cohort_partitions,
           code_version="1", automation_condition=PROPAGATE)
-def packages(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: FleetRegistryResource) -> dg.MaterializeResult:
+def packages(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: FleetRegistryResource,
+             model_registry: ModelRegistryResource) -> dg.MaterializeResult:
     """The cohort's OTA package: the engines its compatibility matrix allows, signed into the image repository
     with an in-toto/SLSA provenance attestation (DSSE) and a CycloneDX SBOM, and directed to its ECUs.
 
@@ -40,9 +42,13 @@ def packages(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: Fl
              "attestation_sha256": pkg.attestations[r.path], "sbom_sha256": pkg.sboms[r.path]} for r in pkg.releases]
     pm = datasets.publish(store, home.refs, PACKAGES_KEY, cohort.id, {"releases": pa.Table.from_pylist(rows)},
                           {"rollout_id": pkg.rollout_id, "engines": pkg.engines, "matrix_manifest_sha256": m.digest})
+    event = audit.record(model_registry.open(), audit.PACKAGE_SIGNED, f"{cohort.id}/{pkg.rollout_id}",
+                         {"cohort": cohort.id, "rollout_id": pkg.rollout_id, "manifest_sha256": pm.digest, "releases": rows,
+                          "matrix_manifest_sha256": m.digest}, f"dagster:{context.asset_key.to_user_string()}", context.run_id)
     table = ["| target | sha256 | release | attestation | SBOM |", "|---|---|---:|---|---|"] + [
         f"| {r['path']} | `{r['sha256'][:12]}` | {r['release_counter']} | `{r['attestation_sha256'][:12]}` | `{r['sbom_sha256'][:12]}` |"
         for r in rows]
     return dg.MaterializeResult(metadata={"rollout_id": pkg.rollout_id, "releases": dg.MetadataValue.md("\n".join(table) + "\n"),
-                                          "manifest_sha256": pm.digest, "input_manifest_sha256": m.digest},
+                                          "manifest_sha256": pm.digest, "input_manifest_sha256": m.digest,
+                                          "audit_event": event},
                                 data_version=dg.DataVersion(pm.digest))
