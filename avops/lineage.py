@@ -27,7 +27,7 @@ from avops.ota import packages as ota_packages
 from avops.ota.keys import KeyRing
 from avops.store import ObjectStore, sha256_bytes, sha256_file
 
-PACKAGES = "ota/packages"
+PACKAGES = ota_packages.PACKAGES_KEY
 
 
 @dataclass
@@ -202,7 +202,7 @@ def _checkpoint(lin: Lineage, ck: _Checker, parent: str, rec: dict, cohort: str)
         prov_node.problems.append(f"provenance describes weights {str(prov.get('weights_sha256'))[:12]}, not {digest[:12]}")
     prov_node.detail = {"seed": prov.get("seed"), "hyperparameters": prov.get("hyperparameters"), "code": prov.get("code"),
                         "libraries": prov.get("libraries")}
-    _dataset(lin, ck, prov_node.id, prov.get("dataset", {}), cohort)
+    _dataset(lin, ck, prov_node.id, prov.get("dataset", {}), prov.get("cohort", cohort))  # the cohort whose data trained it
 
 
 def _gates(lin: Lineage, ck: _Checker, parent: str, mv) -> None:

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pandas as pd
+import pyarrow as pa
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import Key
 
+from avops import datasets
 from avops.home import HomeLayout
 from avops.ota.keys import KeyError_, KeyRing
 from avops.ota.uptane import Release, Uptane, target_path
@@ -178,6 +180,18 @@ def build_and_publish(home: HomeLayout, cohort, matrix: pd.DataFrame, engines: l
                      for e, r in zip(chosen, releases))
     atomic_write_bytes(log, previous + lines)
     return Package(cohort.id, releases, chosen, attestations, sboms, rollout_id)
+
+
+PACKAGES_KEY = "ota/packages"
+
+
+def publish_manifest(home: HomeLayout, pkg: Package, matrix_manifest_sha256: str) -> tuple[datasets.Manifest, list[dict]]:
+    """The package as a content-addressed manifest (what lineage and the dossier start from)."""
+    rows = [{"path": r.path, "sha256": r.sha256, "length": r.length, "release_counter": r.release_counter,
+             "attestation_sha256": pkg.attestations[r.path], "sbom_sha256": pkg.sboms[r.path]} for r in pkg.releases]
+    m = datasets.publish(ObjectStore(home.objects), home.refs, PACKAGES_KEY, pkg.cohort, {"releases": pa.Table.from_pylist(rows)},
+                         {"rollout_id": pkg.rollout_id, "engines": pkg.engines, "matrix_manifest_sha256": matrix_manifest_sha256})
+    return m, rows
 
 
 def attestation_payload(envelope: dict) -> dict:

@@ -1,19 +1,17 @@
 """OTA: signed packages per cohort, published through the Uptane image and director repositories."""
 
 import dagster as dg
-import pyarrow as pa
 
 from avops import datasets
 from avops.audit import log as audit
 from avops.compile import pipeline as compiling
-from avops.ota.packages import PackageRefused, build_and_publish
+from avops.ota.packages import PackageRefused, build_and_publish, publish_manifest
 from avops_assets.defs.compile.assets import COMPATIBILITY
 from avops_assets.defs.curation.assets import PROPAGATE
 from avops_assets.partitions import cohort_partitions
 from resources import AvopsHome, FleetRegistryResource, ModelRegistryResource
 
 PACKAGES = dg.AssetKey(["ota", "packages"])
-PACKAGES_KEY = "ota/packages"
 
 
 @dg.asset(key=PACKAGES, deps=[COMPATIBILITY], kinds={"json"}, group_name="ota", partitions_def=cohort_partitions,
@@ -38,10 +36,7 @@ def packages(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: Fl
         pkg = build_and_publish(home, cohort, matrix, compiling.all_engines(home, registry.cohort_ids), context.run_id)
     except PackageRefused as exc:
         raise dg.Failure(f"package refused: {exc}") from exc
-    rows = [{"path": r.path, "sha256": r.sha256, "length": r.length, "release_counter": r.release_counter,
-             "attestation_sha256": pkg.attestations[r.path], "sbom_sha256": pkg.sboms[r.path]} for r in pkg.releases]
-    pm = datasets.publish(store, home.refs, PACKAGES_KEY, cohort.id, {"releases": pa.Table.from_pylist(rows)},
-                          {"rollout_id": pkg.rollout_id, "engines": pkg.engines, "matrix_manifest_sha256": m.digest})
+    pm, rows = publish_manifest(home, pkg, m.digest)
     event = audit.record(model_registry.open(), audit.PACKAGE_SIGNED, f"{cohort.id}/{pkg.rollout_id}",
                          {"cohort": cohort.id, "rollout_id": pkg.rollout_id, "manifest_sha256": pm.digest, "releases": rows,
                           "matrix_manifest_sha256": m.digest}, f"dagster:{context.asset_key.to_user_string()}", context.run_id)

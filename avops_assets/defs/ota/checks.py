@@ -6,8 +6,8 @@ import dagster as dg
 
 from avops import datasets
 from avops.ota.keys import KeyRing
-from avops.ota.packages import ATTESTATION_ROLE, verify
-from avops_assets.defs.ota.assets import PACKAGES_KEY, packages
+from avops.ota.packages import ATTESTATION_ROLE, PACKAGES_KEY, verify
+from avops_assets.defs.ota.assets import packages
 from avops_assets.partitions import cohort_partitions
 from resources import AvopsHome
 
