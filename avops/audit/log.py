@@ -23,7 +23,7 @@ from __future__ import annotations
 import fcntl
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -321,55 +321,71 @@ class AuditLog:
 
     def verify(self) -> VerifyReport:
         """Re-check the whole log: every entry against its leaf hash and position, every signed head against the leaves."""
-        events, heads, keys = self.events(), self.heads(), self.public_keys()
-        report = VerifyReport(size=len(events), heads=len(heads))
-        expected = 0
-        for pos, e in enumerate(events):
-            if e.index != expected:
-                report.problems.append(f"events {expected}..{e.index - 1} are missing: the log jumps from {expected - 1} to {e.index} "
-                                       "(entries were deleted)")
-                expected = e.index
-            expected += 1
-            try:
-                body = json.loads(e.entry)
-            except ValueError:
-                report.problems.append(f"event {e.index}: its entry is not valid JSON any more (edited)")
-                continue
-            if body.get("index") != e.index:
-                report.problems.append(f"event at position {e.index} holds the entry logged as event {body.get('index')}: "
-                                       "entries were reordered")
-            if merkle.leaf_hash(e.entry.encode()).hex() != e.leaf_hash:
-                report.problems.append(f"event {e.index} ({e.kind} {e.subject}): its entry no longer matches the leaf hash "
-                                       "recorded when it was logged (edited)")
-            for col in ("at", "kind", "subject", "actor"):
-                if body.get(col) != getattr(e, col):
-                    report.problems.append(f"event {e.index}: column {col!r} says {getattr(e, col)!r}, the logged entry says "
-                                           f"{body.get(col)!r} (edited)")
-        tree = self._tree(events)
-        good, later = 0, []
-        for h in heads:
-            why = h.verify(keys)
-            if why:
-                report.problems.append(why)
-                continue
-            if h.tree_size > tree.size:
-                report.problems.append(f"signed tree head of size {h.tree_size} ({h.timestamp}) covers more events than the "
-                                       f"log's {tree.size}: events {tree.size}..{h.tree_size - 1} were deleted")
-                continue
-            if tree.root(h.tree_size).hex() == h.root_hash:
-                good = h.tree_size
-            elif later or any("does not match the log" in p for p in report.problems):
-                later.append(h.tree_size)  # follows from the first mismatch; summarised below
-            else:
-                report.problems.append(f"signed tree head of size {h.tree_size} ({h.timestamp}) does not match the log: "
-                                       f"an event in {good}..{h.tree_size - 1} was changed, removed or reordered after it was signed")
-        if later:
-            report.problems.append(f"{len(later)} later signed tree head(s) (sizes {later[0]}..{later[-1]}) no longer match either")
-        if heads and heads[-1].tree_size < tree.size:
-            report.problems.append(f"events {heads[-1].tree_size}..{tree.size - 1} are not covered by any signed tree head "
-                                   "(written around the log)")
-        report.root_hash = tree.root().hex()
-        return report
+        return verify_records(self.events(), self.heads(), self.public_keys())
+
+    def export(self) -> dict:
+        """The whole log (events, signed heads, public keys) as JSON, verifiable offline with :func:`verify_export`."""
+        return {"format": "avops-audit-log/1", "log_id": self.log_id,
+                "events": [asdict(e) for e in self.events()], "heads": [h.to_dict() for h in self.heads()],
+                "public_keys": {k: v.to_dict() for k, v in self.public_keys().items()}}
+
+
+def verify_export(export: dict, trusted_keys: dict[str, Key] | None = None) -> VerifyReport:
+    """:meth:`AuditLog.verify` on an exported log (an auditor's copy), with pinned keys when given."""
+    keys = trusted_keys or {k: Key.from_dict(k, dict(v)) for k, v in export.get("public_keys", {}).items()}
+    return verify_records([Event(**e) for e in export["events"]], [TreeHead.from_dict(h) for h in export["heads"]], keys)
+
+
+def verify_records(events: list[Event], heads: list[TreeHead], keys: dict[str, Key]) -> VerifyReport:
+    """Every entry against its leaf hash and position; every signed head against the tree of the entries."""
+    report = VerifyReport(size=len(events), heads=len(heads))
+    expected = 0
+    for e in events:
+        if e.index != expected:
+            report.problems.append(f"events {expected}..{e.index - 1} are missing: the log jumps from {expected - 1} to {e.index} "
+                                   "(entries were deleted)")
+            expected = e.index
+        expected += 1
+        try:
+            body = json.loads(e.entry)
+        except ValueError:
+            report.problems.append(f"event {e.index}: its entry is not valid JSON any more (edited)")
+            continue
+        if body.get("index") != e.index:
+            report.problems.append(f"event at position {e.index} holds the entry logged as event {body.get('index')}: "
+                                   "entries were reordered")
+        if merkle.leaf_hash(e.entry.encode()).hex() != e.leaf_hash:
+            report.problems.append(f"event {e.index} ({e.kind} {e.subject}): its entry no longer matches the leaf hash "
+                                   "recorded when it was logged (edited)")
+        for col in ("at", "kind", "subject", "actor"):
+            if body.get(col) != getattr(e, col):
+                report.problems.append(f"event {e.index}: column {col!r} says {getattr(e, col)!r}, the logged entry says "
+                                       f"{body.get(col)!r} (edited)")
+    tree = merkle.Tree([merkle.leaf_hash(e.entry.encode()) for e in events])
+    good, later = 0, []
+    for h in heads:
+        why = h.verify(keys)
+        if why:
+            report.problems.append(why)
+            continue
+        if h.tree_size > tree.size:
+            report.problems.append(f"signed tree head of size {h.tree_size} ({h.timestamp}) covers more events than the "
+                                   f"log's {tree.size}: events {tree.size}..{h.tree_size - 1} were deleted")
+            continue
+        if tree.root(h.tree_size).hex() == h.root_hash:
+            good = h.tree_size
+        elif later or any("does not match the log" in p for p in report.problems):
+            later.append(h.tree_size)  # follows from the first mismatch; summarised below
+        else:
+            report.problems.append(f"signed tree head of size {h.tree_size} ({h.timestamp}) does not match the log: "
+                                   f"an event in {good}..{h.tree_size - 1} was changed, removed or reordered after it was signed")
+    if later:
+        report.problems.append(f"{len(later)} later signed tree head(s) (sizes {later[0]}..{later[-1]}) no longer match either")
+    if heads and heads[-1].tree_size < tree.size:
+        report.problems.append(f"events {heads[-1].tree_size}..{tree.size - 1} are not covered by any signed tree head "
+                               "(written around the log)")
+    report.root_hash = tree.root().hex()
+    return report
 
 
 def record(registry, kind: str, subject: str, data: dict, actor: str, run_id: str | None = None) -> int | None:
