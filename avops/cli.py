@@ -356,3 +356,40 @@ def audit_check_proof(proof: Path, trusted_head: Path | None) -> None:
     head = bundle["tree_head"]
     console.print(f"[green]proof holds[/]: event {bundle['leaf_index']} ({bundle['event']['kind']} {bundle['event']['subject']}) "
                   f"is in the log of size {head['tree_size']} with root {head['root_hash'][:16]}, signed {head['timestamp']}")
+
+
+@main.group("dossier")
+def dossier_group() -> None:
+    """Compliance dossiers: check a copied dossier folder offline."""
+
+
+def _key_file(path: Path | None):
+    import json
+
+    from securesystemslib.signer import Key
+
+    if path is None:
+        return None
+    return {k: Key.from_dict(k, dict(v)) for k, v in json.loads(path.read_text()).items()}
+
+
+@dossier_group.command("verify")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--dossier-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Pinned dossier signing key(s) (JSON keyid -> public key); default: the folder's keys/dossier.json.")
+@click.option("--audit-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Pinned audit log key(s); default: the folder's keys/audit.json.")
+def dossier_verify(folder: Path, dossier_key: Path | None, audit_key: Path | None) -> None:
+    """Offline: signature, every digest in the chain, the gate verdict, the audit log and the dossier's inclusion proof."""
+    from avops.compliance.verify import verify_folder
+
+    problems, notes = verify_folder(folder, _key_file(dossier_key), _key_file(audit_key))
+    for n in notes:
+        console.print(f"[dim]note: {n}[/]")
+    if problems:
+        for p in problems:
+            console.print(f"[red]✗[/] {p}")
+        console.print(f"[red]dossier does not verify[/]: {len(problems)} problem(s) in {folder}")
+        sys.exit(1)
+    console.print(f"[green]dossier verified[/]: signature, every artifact digest, the chain, the gate verdict and the "
+                  f"audit log inclusion proof hold ({folder})")

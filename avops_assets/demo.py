@@ -64,6 +64,8 @@ def demo_command(profile: str, cohorts: tuple[str, ...], campaign_round: bool) -
         _ota(lay, registry, selected)
     if not failed and campaign_round:
         _campaign_round(job, instance, registry, lay, profile, selected)
+    if not failed:
+        _dossiers(instance, registry, lay, selected)
     console.print(
         f"outputs:  {lay.root}  (objects/, refs/, landing/, quarantine/, incidents/, registry/)\n"
         f"dagster:  {dagster_home}\n"
@@ -312,6 +314,53 @@ def _print_packages(lay, registry, cohorts: list[str]) -> None:
                 why = f"no package: {soc.toolchain} engines need a GPU executor (job compile_engines_gpu)"
         table.add_row(c, "", "", "", "", f"[yellow]{why}[/]")
     _show(table)
+
+
+def _dossiers(instance, registry, lay, cohorts: list[str]) -> None:
+    """A dossier per packaged cohort (after the rollouts and the rollback, so its change log has them), checked offline."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import dagster as dg
+
+    from avops import datasets
+    from avops.compliance.verify import verify_folder
+    from avops.store import ObjectStore
+    from avops_assets.defs.compliance.assets import dossiers_asset
+    from avops_assets.definitions import resources
+
+    store = ObjectStore(lay.objects)
+    table = Table(title="compliance dossiers (ISO 26262, SOTIF, ISO/PAS 8800, EU AI Act IV, UNECE R155/R156, GB/T, NHTSA)")
+    for col in ("cohort", "gates", "open items", "avops dossier verify", "HTML"):
+        table.add_column(col, no_wrap=col == "cohort")
+    checked = None
+    for c in cohorts:
+        if datasets.current(store, lay.refs, "ota/packages", c) is None:
+            table.add_row(c, "", "", "", "[yellow]no package, so no dossier (see the package table)[/]")
+            continue
+        result = dg.materialize([dossiers_asset], partition_key=c, instance=instance, resources=resources(), raise_on_error=False,
+                                run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+        if not result.success:
+            table.add_row(c, "", "", "[red]failed[/]", "see the run in the UI")
+            continue
+        meta = result.asset_materializations_for_node(dossiers_asset.op.name)[0].metadata
+        folder = Path(meta["folder"].value)
+        problems, _ = verify_folder(folder)
+        table.add_row(c, str(meta["gates_verdict"].value), str(meta["open_items"].value),
+                      "[green]verified[/]" if not problems else f"[red]{len(problems)} problem(s)[/]", str(folder / "dossier.html"))
+        checked = checked or folder
+    _show(table)
+    if checked is not None:  # the auditor's side: a copy with one changed byte must fail, naming what changed
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / checked.name
+            shutil.copytree(checked, copy)
+            html = copy / "dossier.html"
+            html.write_bytes(html.read_bytes().replace(b"Safety gates", b"Safety Gates", 1))
+            problems, _ = verify_folder(copy)
+        console.print(f"tampered copy of {checked.name} (one byte of dossier.html): avops dossier verify -> "
+                      f"[red]{problems[0] if problems else 'NOT DETECTED'}[/]")
+        console.print(f"open a dossier: {checked / 'dossier.html'}  ·  check one: .venv/bin/avops dossier verify {checked}")
 
 
 def _release(lay, cohorts: list[str]) -> None:

@@ -1,39 +1,12 @@
 """Verified lineage: package -> engine -> checkpoint -> dataset commit (-> raw drives -> landed files); tampering is named."""
 
-import dataclasses
 import json
 import shutil
 
-import pytest
-
 from avops import datasets
-from avops.compile import pipeline as cp
-from avops.compile.socs import load_catalog
 from avops.home import HomeLayout
 from avops.lineage import Lineage, _Checker, _raw, package_lineage
-from avops.ota import packages
-from avops.registry import ModelRegistry
 from avops.store import ObjectStore
-from avops.training import pipeline as tp
-from avops.versioning.factory import open_repository
-
-
-@pytest.fixture()
-def packaged(built, tmp_path):
-    """A copy of the built home (tests tamper with it) with an audited registry, gate evidence and a published package."""
-    src = built["home"].root
-    shutil.copytree(src, tmp_path / "home")
-    home = HomeLayout(tmp_path / "home")
-    reg = ModelRegistry(f"sqlite:///{home.root / 'compile-test-registry.sqlite'}", audit_keys=home.root / "audit" / "keys")
-    repo = open_repository("embedded", "curated-sets", home=home)
-    version = built["train"].version.version
-    report = tp.evaluate(home, repo, reg, built["cohort"].id, version, built["policy"], "test")
-    cohort = dataclasses.replace(built["cohort"], id="x86-lineage", soc="x86-ecu")
-    matrix = cp.compatibility_rows(built["records"], cohort, load_catalog())
-    pkg = packages.build_and_publish(home, cohort, matrix, built["records"], "run-lineage")
-    m, _ = packages.publish_manifest(home, pkg, "0" * 64)
-    return {"home": home, "reg": reg, "repo": repo, "cohort": cohort, "pkg": pkg, "manifest": m, "evidence": report.evidence_sha256,
-            "checkpoint": built["train"].checkpoint.digest}
 
 
 def _lineage(p) -> Lineage:

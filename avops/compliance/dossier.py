@@ -285,11 +285,12 @@ def security_tests(home: HomeLayout, cohort: Cohort, rel: dict) -> list[dict]:
             t = Path(tmp)
             shutil.copytree(ota / "image", t / "bundle" / "image")
             shutil.copytree(ota / "director" / cohort.id, t / "bundle" / "director")
-            if tamper:
-                folder, fname = rel["path"].rsplit("/", 1)
-                for p in (t / "bundle" / "image" / "targets" / folder).glob(f"*.{fname}"):
-                    data = p.read_bytes()
-                    p.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+            if tamper:  # every engine of the component on this SoC: whichever one the director assigns now
+                folder = rel["path"].rsplit("/", 1)[0]
+                for repo in ("image", "director"):
+                    for p in (t / "bundle" / repo / "targets" / folder).glob("*.onnx"):
+                        data = p.read_bytes()
+                        p.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
             ecu = Primary(t / "ecu", Ecu(adas.name, hardware_id))
             ecu.init((ota / "image" / "metadata" / "1.root.json").read_bytes(),
                      (ota / "director" / cohort.id / "metadata" / "1.root.json").read_bytes())
@@ -351,7 +352,7 @@ def write(home: HomeLayout, doc: dict, registry, out_root: Path | None = None) -
             (tmp / "audit" / "proof.json").write_text(json.dumps(log.prove(receipt.index), indent=1))
             (tmp / "audit" / "log.json").write_text(json.dumps(log.export(), indent=1))
             (tmp / "keys" / "audit.json").write_text(json.dumps({k: v.to_dict() for k, v in log.public_keys().items()}, indent=1))
-        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp.chmod(0o755)  # mkdtemp made it private; a dossier is for auditors to read and copy
         tmp.rename(folder)  # the folder appears whole or not at all
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
