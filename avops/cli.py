@@ -393,3 +393,34 @@ def dossier_verify(folder: Path, dossier_key: Path | None, audit_key: Path | Non
         sys.exit(1)
     console.print(f"[green]dossier verified[/]: signature, every artifact digest, the chain, the gate verdict and the "
                   f"audit log inclusion proof hold ({folder})")
+
+
+@audit_group.command("consistency")
+@click.argument("old_size", type=int)
+@click.argument("new_size", type=int, required=False)
+@click.option("--home", type=click.Path(file_okay=False), default=None, help="AVOPS_HOME to read.")
+def audit_consistency(old_size: int, new_size: int | None, home: str | None) -> None:
+    """Print (JSON) a consistency proof that the log of OLD_SIZE is a prefix of the log of NEW_SIZE (default: latest)."""
+    import json
+
+    from avops.audit.log import AuditError
+
+    try:
+        click.echo(json.dumps(_open_registry(home).audit.consistency(old_size, new_size), indent=2))
+    except AuditError as exc:
+        raise click.ClickException(f"{exc}; sizes with a signed head are listed by `avops audit verify`") from exc
+
+
+@audit_group.command("approve")
+@click.option("--subject", required=True, help="What is approved, e.g. perception/v7 or a dossier digest.")
+@click.option("--by", "by", required=True, help="Who approves, with role, e.g. 'J. Doe, functional safety manager'.")
+@click.option("--statement", required=True, help="What they approve and on what basis.")
+@click.option("--home", type=click.Path(file_okay=False), default=None, help="AVOPS_HOME to write into.")
+def audit_approve(subject: str, by: str, statement: str, home: str | None) -> None:
+    """Record a person's approval (a sign-off) in the audit log; the next dossier of that model lists it."""
+    import getpass
+
+    receipt = _open_registry(home).audit.append("approval", subject, {"by": by, "statement": statement,
+                                                                      "os_user": getpass.getuser()}, by)
+    console.print(f"approval of {subject} by {by} logged as event {receipt.index} "
+                  f"(tree head {receipt.head.tree_size}, root {receipt.head.root_hash[:16]})")

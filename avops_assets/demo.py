@@ -399,7 +399,7 @@ def _campaign_round(job, instance, registry, lay, profile: str, cohorts: list[st
     plans = {}
     for c in cohorts:
         try:
-            campaign, cov = pipeline.campaign_for(lay, c, policy)
+            campaign, cov = pipeline.campaign_for(lay, c, policy, drives_per_vehicle=2)
         except LookupError:
             continue
         if campaign is not None:

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from avops.audit import merkle
-from avops.audit.log import AuditError, AuditLog, check_proof
+from avops.audit.log import AuditError, check_proof
 from avops.cli import main
 from avops.home import HomeLayout
 from avops.registry import ModelRegistry
@@ -221,6 +221,14 @@ def test_audit_cli_verifies_proves_and_fails_on_tampering(log, tmp_path):
     bundle["entry"] = bundle["entry"].replace("cohort-0", "cohort-9")
     path.write_text(json.dumps(bundle))
     assert CliRunner().invoke(main, ["audit", "check-proof", str(path)]).exit_code == 1
+    approve = CliRunner().invoke(main, ["audit", "approve", "--subject", "perception/v1", "--by", "J. Doe, safety manager",
+                                        "--statement", "canary approved", "--home", str(home.root)])
+    assert approve.exit_code == 0 and "logged as event 6" in approve.output, approve.output
+    cons = CliRunner().invoke(main, ["audit", "consistency", "3", "--home", str(home.root)])
+    assert cons.exit_code == 0, cons.output
+    c = json.loads(cons.output)
+    assert merkle.verify_consistency(3, 7, [bytes.fromhex(x) for x in c["consistency_proof"]], bytes.fromhex(c["old"]["root_hash"]),
+                                     bytes.fromhex(c["new"]["root_hash"]))
     raw = _raw(home)
     _drop_guards(raw)
     raw.execute("DELETE FROM audit_events WHERE idx = 0")

@@ -93,3 +93,26 @@ def test_a_dossier_of_a_model_whose_gates_failed_shows_the_failure(packaged):
     folder = dossier.write(packaged["home"], doc, packaged["reg"])
     assert "Safety gates: FAILED: overall" in (folder / "dossier.html").read_text()
     assert verify_folder(folder)[0] == [], "an honest dossier of a failure verifies"
+
+
+def test_a_sign_off_recorded_by_a_person_fills_its_item_and_nothing_else(packaged):
+    subject = f"perception/v{packaged['version']}"
+    before, _ = dossier.build(packaged["home"], packaged["cohort"], packaged["reg"], packaged["repo"])
+    assert any("sign-off" in i["asks"] for i in before["open_items"])
+    packaged["reg"].audit.append("approval", subject, {"by": "J. Doe, functional safety manager",
+                                                      "statement": "release approved for the canary fleet"}, "J. Doe")
+    doc, _ = dossier.build(packaged["home"], packaged["cohort"], packaged["reg"], packaged["repo"])
+    assert [a["by"] for a in doc["sections"]["approvals"]] == ["J. Doe, functional safety manager"]
+    assert not any("sign-off" in i["asks"] for i in doc["open_items"])
+    assert len(doc["open_items"]) == len(before["open_items"]) - 1, "hazard analysis, rationale... stay open"
+
+
+def test_a_gate_threshold_changed_in_the_copied_evidence_is_named(written):
+    folder = written["folder"]
+    path = folder / "artifacts" / written["evidence"]
+    evidence = json.loads(path.read_text())
+    strictest = max(evidence["gates"], key=lambda g: g["threshold"])
+    strictest["threshold"] = 0.0
+    path.write_text(json.dumps(evidence, indent=2, sort_keys=True))
+    problems, _ = verify_folder(folder)
+    assert any(p.startswith("artifact gate result") and "its bytes changed" in p for p in problems), problems

@@ -117,6 +117,10 @@ def render_html(doc: dict) -> str:
         _table(s["security_tests"], ["test", "expected", "outcome", "passed"]),
         f"<p>SBOM: {_cell(s['sbom'])}</p>",
         "<h2>Open items</h2>", _table(doc["open_items"], ["regime", "clause", "asks", "value"]),
+        "<h2>Approvals recorded by people (audit log)</h2>",
+        _table(s.get("approvals", []), ["event", "at", "by", "statement"]) if s.get("approvals") else
+        "<p><span class='open'>none recorded: `avops audit approve --subject "
+        f"{_e(subj['component'])}/v{_e(subj['model_version'])} --by NAME --statement TEXT`</span></p>",
         "<h2>Lineage</h2>", _table([{"kind": n["kind"], "label": n["label"], "sha256": n["digest"], "verified": n["verified"],
                                       "problems": "; ".join(n["problems"])} for n in lin["nodes"]],
                                      ["kind", "label", "sha256", "verified", "problems"]),

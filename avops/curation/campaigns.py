@@ -69,8 +69,14 @@ def plan_campaign(
     drives_per_vehicle: int = 1,
     edge_cases: list[dict] | None = None,
     source: dict | None = None,
+    content_key: str | None = None,
 ) -> Campaign | None:
-    """Target the slices furthest below their target (relative gap); None when all are covered."""
+    """Target the slices furthest below their target (relative gap); None when all are covered.
+
+    The id (and so the campaign drives' times and seeds) hashes ``content_key`` (the digest of the
+    selection it was planned from) rather than ``source``, whose manifest digests carry a
+    publication time: the same data plans the same campaign on every run.
+    """
     gaps = []
     for s in slices:
         have = coverage.get(s.name, 0)
@@ -80,6 +86,7 @@ def plan_campaign(
         return None
     gaps.sort(key=lambda g: (-g[0], g[1].name))
     targets = tuple(CampaignTarget(s.name, dict(s.where), have, s.target_samples) for _, s, have in gaps[:max_targets])
-    body = json.dumps([cohort, [asdict(t) for t in targets], drives_per_vehicle, source or {}], sort_keys=True, default=str)
+    body = json.dumps([cohort, [asdict(t) for t in targets], drives_per_vehicle, content_key if content_key is not None else source or {}],
+                      sort_keys=True, default=str)
     cid = f"campaign-{hashlib.sha256(body.encode()).hexdigest()[:12]}"
     return Campaign(cid, cohort, targets, drives_per_vehicle, dict(source or {}), tuple(edge_cases or ()))

@@ -361,5 +361,5 @@ def campaign_for(home: HomeLayout, cohort: str, policy: CurationPolicy, drives_p
     edge = chosen.sort_values("uncertainty", ascending=False).head(10)
     edges = [{"drive_id": r.drive_id, "frame_index": int(r.frame_index), "uncertainty": round(float(r.uncertainty), 3)} for r in edge.itertuples()]
     campaign = plan_campaign(cohort, cov, policy.slices, drives_per_vehicle=drives_per_vehicle, edge_cases=edges,
-                             source={"review_queue": queue.digest})
+                             source={"review_queue": queue.digest}, content_key=queue.tables["selection"]["sha256"])
     return campaign, cov

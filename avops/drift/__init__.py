@@ -1,0 +1,1 @@
+"""Drift of fleet telemetry against what the production model was trained on."""
