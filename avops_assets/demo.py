@@ -317,7 +317,10 @@ def _print_packages(lay, registry, cohorts: list[str]) -> None:
 
 
 def _dossiers(instance, registry, lay, cohorts: list[str]) -> None:
-    """A dossier per packaged cohort (after the rollouts and the rollback, so its change log has them), checked offline."""
+    """A dossier per cohort (after the rollouts and the rollback, so its change log has them), checked offline.
+
+    A cohort without a package gets the dossier of its latest evaluated model, which says why there is no package.
+    """
     import shutil
     import tempfile
     from pathlib import Path
@@ -336,9 +339,7 @@ def _dossiers(instance, registry, lay, cohorts: list[str]) -> None:
         table.add_column(col, no_wrap=col == "cohort")
     checked = None
     for c in cohorts:
-        if datasets.current(store, lay.refs, "ota/packages", c) is None:
-            table.add_row(c, "", "", "", "[yellow]no package, so no dossier (see the package table)[/]")
-            continue
+        packaged = datasets.current(store, lay.refs, "ota/packages", c) is not None
         result = dg.materialize([dossiers_asset], partition_key=c, instance=instance, resources=resources(), raise_on_error=False,
                                 run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
         if not result.success:
@@ -347,9 +348,9 @@ def _dossiers(instance, registry, lay, cohorts: list[str]) -> None:
         meta = result.asset_materializations_for_node(dossiers_asset.op.name)[0].metadata
         folder = Path(meta["folder"].value)
         problems, _ = verify_folder(folder)
-        table.add_row(c, str(meta["gates_verdict"].value), str(meta["open_items"].value),
+        table.add_row(c, ("" if packaged else "no package · ") + str(meta["gates_verdict"].value)[:48], str(meta["open_items"].value),
                       "[green]verified[/]" if not problems else f"[red]{len(problems)} problem(s)[/]", str(folder / "dossier.html"))
-        checked = checked or folder
+        checked = checked or (folder if packaged else None)
     _show(table)
     if checked is not None:  # the auditor's side: a copy with one changed byte must fail, naming what changed
         with tempfile.TemporaryDirectory() as tmp:

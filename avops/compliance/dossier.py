@@ -76,19 +76,29 @@ def _releases(home: HomeLayout, cohort: str) -> list[dict]:
 
 
 def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None = None, mapping: dict | None = None) -> tuple[dict, Lineage]:
-    """The dossier document for ``cohort``'s current package (raises LookupError when it has none)."""
+    """The dossier document for ``cohort``'s current package.
+
+    A cohort with no package (its candidate was blocked at the gates, or its SoC's toolchain needs
+    a GPU executor) still gets a dossier of its latest evaluated model: the software-update
+    sections then say why there is no update, and the mapping marks them missing, not filled.
+    """
     store = ObjectStore(home.objects)
-    lin = package_lineage(home, cohort.id, registry, repo)
+    try:
+        lin = package_lineage(home, cohort.id, registry, repo)
+        no_package = None
+    except LookupError as exc:
+        lin, mv = _model_lineage(home, cohort, registry, repo)
+        no_package = f"{exc}; {_why_no_package(home, cohort, mv)}"
     by_kind: dict[str, list] = {}
     for n in lin.nodes.values():
         by_kind.setdefault(n.kind, []).append(n)
-    pkg_node = by_kind["package"][0]
-    pkg = datasets.Manifest(pkg_node.digest, store.get_json(pkg_node.digest))
-    releases = datasets.read_table(store, pkg, "releases").to_pylist()
-    engines = {e["engine_sha256"]: e for e in pkg.body["engines"]}
-    rel = releases[0]
-    eng = engines[rel["sha256"]]
-    mv = registry.get(eng["component"], int(eng["model_version"]))
+    pkg = rel = eng = None
+    if no_package is None:
+        pkg_node = by_kind["package"][0]
+        pkg = datasets.Manifest(pkg_node.digest, store.get_json(pkg_node.digest))
+        rel = datasets.read_table(store, pkg, "releases").to_pylist()[0]
+        eng = {e["engine_sha256"]: e for e in pkg.body["engines"]}[rel["sha256"]]
+        mv = registry.get(eng["component"], int(eng["model_version"]))
     prov = store.get_json(mv.lineage["provenance_sha256"])
     gate_events = audit_events(registry, "gate_result", f"{mv.name}/v{mv.version}")
     evidence = store.get_json(json.loads(gate_events[-1].entry)["data"]["evidence_sha256"]) if gate_events else None
@@ -97,7 +107,8 @@ def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None =
         [f"incident {i}" for i in (evidence or {}).get("incident_regressions", [])]
     verdict = "no gate evidence" if evidence is None else ("FAILED: " + ", ".join(failing) if failing else "passed")
     history = _releases(home, cohort.id)
-    previous = next((h for h in reversed(history) if h["component"] == eng["component"] and h["sha256"] != rel["sha256"]), None)
+    current_sha = rel["sha256"] if rel else None
+    previous = next((h for h in reversed(history) if h["component"] == mv.name and h["sha256"] != current_sha), None)
     prev_eval = None
     if previous and previous.get("model_version"):
         ev = audit_events(registry, "gate_result", f"{mv.name}/v{previous['model_version']}")
@@ -105,9 +116,9 @@ def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None =
     samples = _samples(repo, prov["dataset"]["commit_id"], prov["cohort"])
     shadow = datasets.current(store, home.refs, "training/shadow", cohort.id)
     shadow_rates = datasets.read_table(store, shadow, "rates").to_pylist() if shadow else []
-    matrix = _matrix(store, pkg.body.get("matrix_manifest_sha256"), rel["sha256"])
+    matrix = _matrix(store, pkg.body.get("matrix_manifest_sha256"), rel["sha256"]) if pkg else None
     adas = next((e for e in cohort.ecus if e.name == "adas_domain"), None)
-    rxswin = f"RXSWIN-{cohort.id}-{eng['component']}-v{mv.version}-{rel['sha256'][:8]}".upper()
+    rxswin = f"RXSWIN-{cohort.id}-{mv.name}-v{mv.version}-{rel['sha256'][:8]}".upper() if rel else None
     keys = _key_inventory(home, registry)
     sections = {
         "configuration_baseline": {"artifacts": {n.kind + ":" + n.label: n.digest for n in lin.nodes.values() if n.digest},
@@ -122,7 +133,7 @@ def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None =
                             "passed": sum(bool(i.get("passed")) for i in (evidence or {}).get("incidents", [])),
                             "regressions": (evidence or {}).get("incident_regressions", []),
                             "incidents": (evidence or {}).get("incidents", [])},
-        "tool_confidence": {"compiler": f"{eng['toolchain']} {eng['toolchain_version']}", "precision": eng["precision"],
+        "tool_confidence": None if eng is None else {"compiler": f"{eng['toolchain']} {eng['toolchain_version']}", "precision": eng["precision"],
                             "reference": "FP32 PyTorch checkpoint on the same test frames",
                             "equivalence_per_slice": eng.get("parity", {}).get("slices", {}), "parity_passed": eng.get("parity", {}).get("passed"),
                             "max_allowed_drop": next(iter(eng.get("parity", {}).get("slices", {}).values()), {}).get("max_drop")},
@@ -145,21 +156,21 @@ def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None =
         "audit": {"gate_result_events": [e.index for e in gate_events]},
         "approvals": [{"event": e.index, "at": e.at, **json.loads(e.entry)["data"]}
                       for e in audit_events(registry, "approval", f"{mv.name}/v{mv.version}")],
-        "software_identification": {"rxswin": rxswin, "ecu": adas.name if adas else None,
+        "software_identification": None if rel is None else {"rxswin": rxswin, "ecu": adas.name if adas else None,
                                     "hardware_id": adas.hardware_id if adas else None, "component": eng["component"],
                                     "target": rel["path"], "model_version": mv.version},
-        "configuration_change": {"before": {"path": previous["path"], "sha256": previous["sha256"],
+        "configuration_change": None if rel is None else {"before": {"path": previous["path"], "sha256": previous["sha256"],
                                             "model_version": previous.get("model_version")} if previous else None,
                                  "after": {"path": rel["path"], "sha256": rel["sha256"], "model_version": mv.version}},
-        "integrity": {"sha256": rel["sha256"], "length": rel["length"], "release_counter": rel["release_counter"],
+        "integrity": None if rel is None else {"sha256": rel["sha256"], "length": rel["length"], "release_counter": rel["release_counter"],
                       "attestation_sha256": rel["attestation_sha256"], "signature": "TUF/Uptane image + director metadata; "
                       "SLSA v1 provenance in a DSSE envelope"},
-        "target_vehicles": {"cohort": cohort.id, "vehicles": [f"{cohort.id}-v{i:03d}" for i in range(cohort.vehicle_count)],
+        "target_vehicles": None if rel is None else {"cohort": cohort.id, "vehicles": [f"{cohort.id}-v{i:03d}" for i in range(cohort.vehicle_count)],
                             "model_year": cohort.model_year, "soc": cohort.soc},
         "compatibility": matrix,
         "signing_keys": keys,
-        "sbom": {"sha256": rel["sbom_sha256"], "format": "CycloneDX 1.6"},
-        "security_tests": security_tests(home, cohort, rel),
+        "sbom": None if rel is None else {"sha256": rel["sbom_sha256"], "format": "CycloneDX 1.6"},
+        "security_tests": [] if rel is None else security_tests(home, cohort, rel),
     }
     mapping = mapping or load_mapping()
     rows, open_items = [], []
@@ -178,8 +189,10 @@ def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None =
                          "status": "filled" if not missing else f"missing: {', '.join(missing)}"})
     doc = {
         "format": FORMAT, "cohort": cohort.id, "generated_at": datetime.now(timezone.utc).isoformat(), "run_id": run_id,
-        "subject": {"component": eng["component"], "model_version": mv.version, "model_stage": mv.stage, "engine": rel["path"],
-                    "engine_sha256": rel["sha256"], "checkpoint_sha256": mv.artifact_sha256, "package_manifest_sha256": pkg.digest},
+        "subject": {"component": mv.name, "model_version": mv.version, "model_stage": mv.stage, "engine": rel["path"] if rel else None,
+                    "engine_sha256": rel["sha256"] if rel else None, "checkpoint_sha256": mv.artifact_sha256,
+                    "package_manifest_sha256": pkg.digest if pkg else None},
+        "no_package": no_package,
         "gates_verdict": verdict,
         "lineage": lin.to_dict(),
         "sections": sections,
@@ -190,6 +203,40 @@ def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None =
                   "directly (Art. 2(2)); the Annex IV section is provided as documentation, not a conformity claim."],
     }
     return doc, lin
+
+
+def _model_lineage(home: HomeLayout, cohort: Cohort, registry, repo) -> tuple[Lineage, object]:
+    """The verified lineage of the cohort's latest evaluated model (no package to start from)."""
+    from avops.lineage import _checkpoint, _Checker
+    from avops.training import pipeline as training
+
+    try:
+        _, evidence = training.current_evaluation(home, cohort.id)
+    except LookupError as exc:
+        raise LookupError(f"{cohort.id} has neither a package nor an evaluated model: {exc}") from exc
+    cand = evidence["candidate"]
+    mv = registry.get(cand["model"], int(cand["version"]))
+    lin = Lineage()
+    rec = {"source_checkpoint_sha256": mv.artifact_sha256, "model_version": mv.version, "component": mv.name}
+    _checkpoint(lin, _Checker(home, registry, repo), None, rec, cohort.id)
+    lin.root = f"checkpoint:{mv.artifact_sha256}"
+    return lin, mv
+
+
+def _why_no_package(home: HomeLayout, cohort: Cohort, mv) -> str:
+    from avops.compile.backends import ToolchainUnavailable
+    from avops.compile.pipeline import ensure_buildable
+    from avops.compile.socs import load_catalog
+
+    if mv.stage == "blocked":
+        return f"{mv.name} v{mv.version} was blocked at the safety gates, so nothing was compiled or packaged"
+    soc = load_catalog().get(cohort.soc)
+    if soc is not None:
+        try:
+            ensure_buildable(soc)
+        except ToolchainUnavailable as exc:
+            return f"{mv.name} v{mv.version} is {mv.stage}, but its engines cannot be built on this host: {exc}"
+    return f"{mv.name} v{mv.version} is {mv.stage}; no engine of it passed the compile checks"
 
 
 def audit_events(registry, kind: str, subject: str) -> list:

@@ -72,7 +72,7 @@ def render_html(doc: dict) -> str:
     shadow = s["field_monitoring"]["shadow_mode"]
     shadow_svg = bars_svg("shadow mode: disagreement rate with production per slice",
                           [(r["slice"], (r["disagreeing"] / r["frames"]) if r["frames"] else 0.0, None, True) for r in shadow]) if shadow else ""
-    parity = s["tool_confidence"]["equivalence_per_slice"]
+    parity = (s["tool_confidence"] or {}).get("equivalence_per_slice", {})
     parity_rows = [{"slice": k, **v} for k, v in parity.items()]
     lin = doc["lineage"]
     parts = [
@@ -80,6 +80,8 @@ def render_html(doc: dict) -> str:
         f"<title>avops dossier {_e(doc['cohort'])}</title><style>{CSS}</style></head><body>",
         f"<h1>Compliance dossier: {_e(doc['cohort'])}, {_e(subj['component'])} v{_e(subj['model_version'])}</h1>",
         f"<p class='small'>generated {_e(doc['generated_at'])} · run {_e(doc.get('run_id'))} · engine <code>{_e(subj['engine'])}</code></p>",
+        (f"<p class='verdict bad'>No OTA package: {_e(doc['no_package'])}. The software-update sections are missing, "
+         "not filled.</p>" if doc.get("no_package") else ""),
         f"<p class='verdict {'ok' if verdict_ok else 'bad'}'>Safety gates: {_e(doc['gates_verdict'])}</p>",
         f"<p>Lineage: {'verified' if lin['verified'] else '<span class=fail>NOT verified</span>'} "
         f"({len(lin['nodes'])} nodes, every digest recomputed from stored bytes). Open items (a person must supply): "
@@ -91,7 +93,8 @@ def render_html(doc: dict) -> str:
         "<h3>Change impact</h3>", f"<p>{_e(s['change_impact'].get('summary'))}</p>",
         _table(s["change_impact"].get("metric_deltas", []), ["gate", "before", "after", "delta"]),
         "<h3>Tool confidence: engine vs FP32 reference per slice</h3>",
-        f"<p>{_e(s['tool_confidence']['compiler'])}, {_e(s['tool_confidence']['precision'])}</p>",
+        f"<p>{_e((s['tool_confidence'] or {}).get('compiler', 'no engine: no package'))}, "
+        f"{_e((s['tool_confidence'] or {}).get('precision'))}</p>",
         _table(parity_rows, ["slice", "fp32", "engine", "drop", "max_drop", "objects", "passed"]),
         "<h2>ISO 21448 SOTIF</h2>", gate_svg,
         _table(gates, ["gate", "metric", "value", "lower_bound", "threshold", "samples", "min_samples", "status", "reason"]),
@@ -109,8 +112,9 @@ def render_html(doc: dict) -> str:
         "<h2>EU AI Act, Annex IV</h2>", f"<p>architecture: {_cell(s['architecture'])}</p>",
         "<h3>Change log</h3>", _table(s["change_log"], ["at", "kind", "path", "model_version", "release_counter", "reason"]),
         "<h2>UNECE R156 / R155</h2>",
-        _table([s["software_identification"]], list(s["software_identification"])),
-        f"<p>before: {_cell(s['configuration_change']['before'])}<br>after: {_cell(s['configuration_change']['after'])}</p>",
+        _table([s["software_identification"]], list(s["software_identification"])) if s["software_identification"] else
+        "<p><span class='fail'>missing: no software update package</span></p>",
+        f"<p>configuration change: {_cell(s['configuration_change'])}</p>",
         f"<p>integrity: {_cell(s['integrity'])}</p><p>target vehicles: {_cell(s['target_vehicles'])}</p>",
         "<h3>Signing keys</h3>", _table([{"role": r, "keys": k} for r, k in s["signing_keys"].items()], ["role", "keys"]),
         "<h3>Security tests of the update path (run when this dossier was generated)</h3>",

@@ -21,7 +21,8 @@ def dossiers_asset(context: dg.AssetExecutionContext, avops_home: AvopsHome, fle
     Built from the verified lineage (every digest recomputed), the gate evidence in the audit log,
     the registry, the release log and shadow mode; signed (DSSE); its digest appended to the audit
     log. Fields only a person can supply are OPEN placeholders. `avops dossier verify` checks the
-    folder offline.
+    folder offline. Without a package, the dossier documents the latest evaluated model and says
+    why nothing was packaged (its software-update sections are missing, not filled).
     """
     home = avops_home.layout()
     cohort = fleet.load().cohort(context.partition_key)
@@ -42,4 +43,5 @@ def dossiers_asset(context: dg.AssetExecutionContext, avops_home: AvopsHome, fle
         "mapping": dg.MetadataValue.md("| regime | clause | status |\n|---|---|---|\n" + "".join(
             f"| {r['regime']} | {r['clause']} | {r['status'][:40]} |\n" for r in doc["mapping"])),
         "package_manifest_sha256": doc["subject"]["package_manifest_sha256"],
+        "no_package": doc["no_package"] or "",
     })
