@@ -22,6 +22,7 @@ fleet makes any shift "significant", not every shift matters.
 from __future__ import annotations
 
 import io
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +85,10 @@ def _right_ranks(sorted_values: np.ndarray) -> np.ndarray:
     n = sorted_values.size
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    ends = np.flatnonzero(np.diff(sorted_values) != 0) + 1  # exclusive end of every run but the last
+    change = np.diff(sorted_values) != 0
+    if change.all():  # no ties (continuous telemetry, the usual case): rank i is i + 1
+        return np.arange(1, n + 1, dtype=np.int64)
+    ends = np.flatnonzero(change) + 1  # exclusive end of every run but the last
     bounds = np.concatenate([ends, [n]])
     lengths = np.diff(np.concatenate([[0], bounds]))
     return np.repeat(bounds, lengths).astype(np.int64)
@@ -152,7 +156,7 @@ def detect_drift(reference: Reference, current: dict[str, np.ndarray], policy: D
             p, method, d = ks_pvalue(ks_statistic(ref, reference.ranks[name], cur), ref.size, cur.size)
         return d, p, method, ref.size, cur.size
 
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
         results = list(pool.map(one, names))
     raw = np.array([r[1] for r in results]) if results else np.zeros(0)
     adjusted = stats.false_discovery_control(raw, method="bh") if raw.size else raw
