@@ -203,8 +203,12 @@ def _ota(lay, registry, cohorts: list[str], rollback_one: bool = False) -> None:
     _print_packages(lay, registry, cohorts)
     store, policy = RolloutStore.local(lay), load_rollout_policy(soak_seconds=0)
     if not [r for r in store.active() if r.cohort in cohorts]:
-        console.print("[yellow]OTA: no package to roll out (TensorRT cohorts need a GPU executor; cohorts blocked at the gates "
-                      "are never compiled)[/]")
+        console.print("[yellow]OTA: no new package to roll out (TensorRT cohorts need a GPU executor; cohorts blocked at the "
+                      "gates are never compiled)[/]")
+        if rollback_one:
+            console.print("[yellow]OTA rollback: no cohort has received a second package (this round's candidates were blocked or "
+                          "not built), so there is no previous image to roll back to; `avops ota rollback` would refuse for "
+                          "the same reason[/]")
         return
     table = Table(title="OTA rollouts on the simulated fleet (signed post-boot reports; demo: no soak between waves)")
     for col in ("cohort", "rollout", "waves (vehicles)", "result", "healthy reports"):
