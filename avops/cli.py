@@ -270,7 +270,7 @@ def ota_rollback(component: str, cohorts: tuple[str, ...], all_cohorts: bool, re
     """Point COMPONENT back to its previous image (new metadata versions; other components untouched)."""
     from avops.home import layout
     from avops.ota.rollback import RollbackError, record_in_registry, rollback
-    from avops.registry import ModelRegistry, RegistryError
+    from avops.registry import RegistryError
 
     lay = layout(home)
     if all_cohorts:
@@ -278,7 +278,7 @@ def ota_rollback(component: str, cohorts: tuple[str, ...], all_cohorts: bool, re
         cohorts = tuple(sorted(p.stem for p in folder.glob("*.jsonl"))) if folder.exists() else ()
     if not cohorts:
         raise click.ClickException("name --cohort C (repeatable) or --all-cohorts")
-    reg = ModelRegistry.local(lay)
+    reg = _open_registry(home)  # AVOPS_REGISTRY_URL (Postgres) when set, like every registry command
     table = Table(title=f"rollback of {component}")
     for col in ("cohort", "from", "to", "release counter", "other components untouched", "seconds"):
         table.add_column(col)

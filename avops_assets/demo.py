@@ -285,13 +285,10 @@ def _print_rollback(rb, before: dict, after: dict) -> None:
 def _print_packages(lay, registry, cohorts: list[str]) -> None:
     """Signed OTA packages per cohort: what was published (target, attestation, SBOM) or why there is none."""
     from avops import datasets
-    from avops.compile import pipeline as compiling
-    from avops.compile.backends import ToolchainUnavailable
-    from avops.compile.socs import load_catalog
+    from avops.ota.packages import why_no_package
     from avops.store import ObjectStore
-    from avops.training import pipeline as training
 
-    store, socs = ObjectStore(lay.objects), load_catalog()
+    store = ObjectStore(lay.objects)
     table = Table(title="signed OTA packages (image + director repositories, SLSA provenance in DSSE, CycloneDX SBOM)")
     for col in ("cohort", "target", "release", "attestation", "SBOM", "status"):
         table.add_column(col, no_wrap=col == "cohort")
@@ -302,21 +299,7 @@ def _print_packages(lay, registry, cohorts: list[str]) -> None:
                 table.add_row(c, r["path"].rsplit("/", 1)[-1], str(r["release_counter"]), r["attestation_sha256"][:12], r["sbom_sha256"][:12],
                               "[green]signed, published[/]")
             continue
-        soc = socs.get(registry.cohort(c).soc)
-        why = "no package: no engine passed its parity and budget checks"
-        try:
-            _, ev = training.current_evaluation(lay, c)
-        except LookupError:
-            ev = {"blocked": True, "gates": []}
-        if ev["blocked"]:
-            failing = [g["gate"] for g in ev["gates"] if g["blocks"]] + (["incident replay"] if ev.get("incident_regressions") else [])
-            why = f"no package: blocked at the safety gates ({', '.join(failing) or 'no evaluation'})"
-        elif soc is not None:
-            try:
-                compiling.ensure_buildable(soc)
-            except ToolchainUnavailable:
-                why = f"no package: {soc.toolchain} engines need a GPU executor (job compile_engines_gpu)"
-        table.add_row(c, "", "", "", "", f"[yellow]{why}[/]")
+        table.add_row(c, "", "", "", "", f"[yellow]no package: {why_no_package(lay, registry.cohort(c))}[/]")
     _show(table)
 
 

@@ -121,7 +121,7 @@ def test_a_gate_threshold_changed_in_the_copied_evidence_is_named(written):
 def test_a_cohort_without_a_package_gets_a_dossier_that_says_why(packaged):
     model_cohort = dataclasses.replace(packaged["cohort"], id=packaged["model_cohort"], soc="orin")  # evaluated, never packaged
     doc, lin = dossier.build(packaged["home"], model_cohort, packaged["reg"], packaged["repo"], "run-unpackaged")
-    assert doc["no_package"] and "cannot be built on this host" in doc["no_package"], doc["no_package"]
+    assert doc["no_package"] and "engines need a GPU executor" in doc["no_package"], doc["no_package"]
     assert doc["subject"]["engine_sha256"] is None and doc["subject"]["checkpoint_sha256"] == packaged["checkpoint"]
     assert doc["sections"]["integrity"] is None and doc["sections"]["security_tests"] == []
     statuses = {r["asks"]: r["status"] for r in doc["mapping"]}

@@ -58,7 +58,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def _schema(dialect: str) -> list[str]:
+def schema(dialect: str) -> list[str]:
     ddl = [
         """CREATE TABLE IF NOT EXISTS audit_events (
             idx BIGINT PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
@@ -179,11 +179,13 @@ class VerifyReport:
 class AuditLog:
     """The audit log kept in ``db`` (a :class:`~avops.registry.ModelRegistry`: SQLite or Postgres), heads signed by ``keys``."""
 
-    def __init__(self, db, keys: KeyRing, log_id: str = "avops-audit") -> None:
+    def __init__(self, db, keys: KeyRing, log_id: str = "avops-audit", create_schema: bool = True) -> None:
+        """``create_schema=False`` when the caller already ran :func:`schema` (the registry does, in its own schema transaction)."""
         self.db, self.keys, self.log_id = db, keys, log_id
-        with db.transaction(schema=True) as conn:
-            for stmt in _schema(db.dialect):
-                conn.execute(stmt)
+        if create_schema:
+            with db.transaction(schema=True) as conn:
+                for stmt in schema(db.dialect):
+                    conn.execute(stmt)
 
     @classmethod
     def local(cls, home) -> "AuditLog":
@@ -286,8 +288,6 @@ class AuditLog:
             r = conn.one("SELECT tree_size, root_hash, at, keyid, signature FROM audit_heads ORDER BY tree_size DESC LIMIT 1")
         return None if r is None else TreeHead(self.log_id, int(r[0]), r[1], r[2], r[3], r[4])
 
-    def _tree(self, events: list[Event]) -> merkle.Tree:
-        return merkle.Tree([merkle.leaf_hash(e.entry.encode()) for e in events])
 
     # -- proofs and verification --------------------------------------------------------------
 
@@ -303,7 +303,7 @@ class AuditLog:
         if bad:
             raise AuditError(f"no event {bad[0]} in the audit log (it holds {size})")
         events = self.events()[:size]
-        tree = self._tree(events)
+        tree = _tree(events)
         keys = {k: v.to_dict() for k, v in self.public_keys().items()}
         return [{"format": PROOF_FORMAT, "event": json.loads(events[i].entry), "entry": events[i].entry, "leaf_index": i,
                  "leaf_hash": tree.levels[0][i].hex(), "tree_head": head.to_dict(),
@@ -315,7 +315,7 @@ class AuditLog:
         new_size = max(heads) if new_size is None and heads else new_size
         if old_size not in heads or new_size not in heads:
             raise AuditError(f"no signed tree head of size {old_size if old_size not in heads else new_size}")
-        tree = self._tree(self.events()[:new_size])
+        tree = _tree(self.events()[:new_size])
         return {"old": heads[old_size].to_dict(), "new": heads[new_size].to_dict(),
                 "consistency_proof": [h.hex() for h in tree.consistency_proof(old_size, new_size)]}
 
@@ -328,6 +328,11 @@ class AuditLog:
         return {"format": "avops-audit-log/1", "log_id": self.log_id,
                 "events": [asdict(e) for e in self.events()], "heads": [h.to_dict() for h in self.heads()],
                 "public_keys": {k: v.to_dict() for k, v in self.public_keys().items()}}
+
+
+def _tree(events: list[Event]) -> merkle.Tree:
+    """The tree of the entries as stored now (leaf hashes recomputed, never read from the log)."""
+    return merkle.Tree([merkle.leaf_hash(e.entry.encode()) for e in events])
 
 
 def verify_export(export: dict, trusted_keys: dict[str, Key] | None = None) -> VerifyReport:
@@ -361,7 +366,7 @@ def verify_records(events: list[Event], heads: list[TreeHead], keys: dict[str, K
             if body.get(col) != getattr(e, col):
                 report.problems.append(f"event {e.index}: column {col!r} says {getattr(e, col)!r}, the logged entry says "
                                        f"{body.get(col)!r} (edited)")
-    tree = merkle.Tree([merkle.leaf_hash(e.entry.encode()) for e in events])
+    tree = _tree(events)
     good, later = 0, []
     for h in heads:
         why = h.verify(keys)

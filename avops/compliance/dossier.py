@@ -38,6 +38,7 @@ from avops.home import HomeLayout
 from avops.lineage import Lineage, package_lineage
 from avops.ota import packages as ota_packages
 from avops.ota.keys import KeyRing
+from avops.ota.uptane import release_history
 from avops.store import ObjectStore, atomic_write_bytes, sha256_bytes
 
 FORMAT = "avops-dossier/1"
@@ -70,11 +71,6 @@ def _signer(home: HomeLayout):
     return ring.signers(SIGNER_ROLE)[0]
 
 
-def _releases(home: HomeLayout, cohort: str) -> list[dict]:
-    log = home.root / "ota" / "releases" / f"{cohort}.jsonl"
-    return [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.exists() else []
-
-
 def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None = None, mapping: dict | None = None) -> tuple[dict, Lineage]:
     """The dossier document for ``cohort``'s current package.
 
@@ -88,7 +84,7 @@ def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None =
         no_package = None
     except LookupError as exc:
         lin, mv = _model_lineage(home, cohort, registry, repo)
-        no_package = f"{exc}; {_why_no_package(home, cohort, mv)}"
+        no_package = f"{exc}; {ota_packages.why_no_package(home, cohort)}"
     by_kind: dict[str, list] = {}
     for n in lin.nodes.values():
         by_kind.setdefault(n.kind, []).append(n)
@@ -106,7 +102,7 @@ def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None =
     failing = [g["gate"] for g in gates if g["status"] != "pass" and g["blocks"]] + \
         [f"incident {i}" for i in (evidence or {}).get("incident_regressions", [])]
     verdict = "no gate evidence" if evidence is None else ("FAILED: " + ", ".join(failing) if failing else "passed")
-    history = _releases(home, cohort.id)
+    history = release_history(home, cohort.id)
     current_sha = rel["sha256"] if rel else None
     previous = next((h for h in reversed(history) if h["component"] == mv.name and h["sha256"] != current_sha), None)
     prev_eval = None
@@ -221,22 +217,6 @@ def _model_lineage(home: HomeLayout, cohort: Cohort, registry, repo) -> tuple[Li
     _checkpoint(lin, _Checker(home, registry, repo), None, rec, cohort.id)
     lin.root = f"checkpoint:{mv.artifact_sha256}"
     return lin, mv
-
-
-def _why_no_package(home: HomeLayout, cohort: Cohort, mv) -> str:
-    from avops.compile.backends import ToolchainUnavailable
-    from avops.compile.pipeline import ensure_buildable
-    from avops.compile.socs import load_catalog
-
-    if mv.stage == "blocked":
-        return f"{mv.name} v{mv.version} was blocked at the safety gates, so nothing was compiled or packaged"
-    soc = load_catalog().get(cohort.soc)
-    if soc is not None:
-        try:
-            ensure_buildable(soc)
-        except ToolchainUnavailable as exc:
-            return f"{mv.name} v{mv.version} is {mv.stage}, but its engines cannot be built on this host: {exc}"
-    return f"{mv.name} v{mv.version} is {mv.stage}; no engine of it passed the compile checks"
 
 
 def audit_events(registry, kind: str, subject: str) -> list:

@@ -22,7 +22,7 @@ from securesystemslib.signer import Key
 from avops import datasets
 from avops.home import HomeLayout
 from avops.ota.keys import KeyError_, KeyRing
-from avops.ota.uptane import Release, Uptane, target_path
+from avops.ota.uptane import Release, Uptane, release_log, target_path
 from avops.store import ObjectStore, atomic_write_bytes, sha256_bytes
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -172,7 +172,7 @@ def build_and_publish(home: HomeLayout, cohort, matrix: pd.DataFrame, engines: l
         releases.append(ota.release(cohort.id, e["component"], e["soc"], name, data, adas.name, adas.hardware_id, rollout_id,
                                     image_custom={"attestation_sha256": attestations[path], "sbom_sha256": sboms[path],
                                                   "model_version": e["model_version"], "precision": e["precision"]}))
-    log = home.root / "ota" / "releases" / f"{cohort.id}.jsonl"
+    log = release_log(home, cohort.id)
     previous = log.read_bytes() if log.exists() else b""
     lines = b"".join(json.dumps({"at": now.isoformat(), "rollout_id": rollout_id, "run_id": run_id, "component": e["component"],
                                  "path": r.path, "sha256": r.sha256, "length": r.length, "release_counter": r.release_counter,
@@ -183,6 +183,29 @@ def build_and_publish(home: HomeLayout, cohort, matrix: pd.DataFrame, engines: l
 
 
 PACKAGES_KEY = "ota/packages"
+
+
+def why_no_package(home: HomeLayout, cohort) -> str:
+    """Why ``cohort`` has no package: its candidate blocked at the gates, a toolchain this host lacks, or failed engine checks."""
+    from avops.compile.backends import ToolchainUnavailable
+    from avops.compile.pipeline import ensure_buildable
+    from avops.compile.socs import load_catalog
+    from avops.training.pipeline import current_evaluation
+
+    try:
+        _, ev = current_evaluation(home, cohort.id)
+    except LookupError:
+        return "no model evaluated yet"
+    if ev["blocked"]:
+        failing = [g["gate"] for g in ev["gates"] if g["blocks"]] + (["incident replay"] if ev.get("incident_regressions") else [])
+        return f"v{ev['candidate']['version']} blocked at the safety gates ({', '.join(failing)})"
+    soc = load_catalog().get(cohort.soc)
+    if soc is not None:
+        try:
+            ensure_buildable(soc)
+        except ToolchainUnavailable:
+            return f"{soc.toolchain} engines need a GPU executor (job compile_engines_gpu)"
+    return "no engine passed its parity and budget checks"
 
 
 def publish_manifest(home: HomeLayout, pkg: Package, matrix_manifest_sha256: str) -> tuple[datasets.Manifest, list[dict]]:

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from avops.audit import log as audit
 from avops.home import HomeLayout
-from avops.ota.uptane import Uptane
+from avops.ota.uptane import Uptane, release_history, release_log
 from avops.store import atomic_write_bytes
 
 
@@ -37,23 +37,16 @@ class RolledBack:
     rollout_id: str = ""
 
 
-def _history(home: HomeLayout, cohort: str) -> list[dict]:
-    log = home.root / "ota" / "releases" / f"{cohort}.jsonl"
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-
-
 def previous_image(home: HomeLayout, cohort: str, component: str, current_sha256: str) -> str | None:
     """The sha256 of the image the cohort had before ``current_sha256`` (what a rollout rolls back to)."""
-    earlier = [e["sha256"] for e in _history(home, cohort) if e["component"] == component and e["sha256"] != current_sha256]
+    earlier = [e["sha256"] for e in release_history(home, cohort) if e["component"] == component and e["sha256"] != current_sha256]
     return earlier[-1] if earlier else None
 
 
 def rollback(home: HomeLayout, cohort: str, component: str, reason: str) -> RolledBack:
     """Re-direct ``component`` of ``cohort`` to the image it had before the current one."""
     t0 = time.perf_counter()
-    events = [e for e in _history(home, cohort) if e["component"] == component]
+    events = [e for e in release_history(home, cohort) if e["component"] == component]
     if not events:
         raise RollbackError(f"{cohort} has never received {component}: nothing to roll back")
     current = events[-1]
@@ -81,7 +74,7 @@ def rollback(home: HomeLayout, cohort: str, component: str, reason: str) -> Roll
                         replaces=(current["path"],))
     director.publish()
     seconds = time.perf_counter() - t0
-    log = home.root / "ota" / "releases" / f"{cohort}.jsonl"
+    log = release_log(home, cohort)
     entry = {"at": datetime.now(timezone.utc).isoformat(), "rollout_id": rollout_id, "component": component, "path": target["path"],
              "sha256": target["sha256"], "length": target["length"], "release_counter": counter,
              "model_version": target.get("model_version"), "kind": "rollback", "reason": reason, "from_path": current["path"]}

@@ -24,6 +24,16 @@ def ota_root(home: HomeLayout) -> Path:
     return home.root / "ota"
 
 
+def release_log(home: HomeLayout, cohort: str) -> Path:
+    """The cohort's release log: one JSON line per release and rollback (append-only)."""
+    return ota_root(home) / "releases" / f"{cohort}.jsonl"
+
+
+def release_history(home: HomeLayout, cohort: str) -> list[dict]:
+    log = release_log(home, cohort)
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+
+
 def role_for(component: str, soc: str) -> str:
     return f"{component}-{soc}"
 

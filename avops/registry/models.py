@@ -188,13 +188,13 @@ class ModelRegistry:
                                     "run `pip install 'psycopg[binary]'` or use a sqlite:/// URL") from exc
         else:
             raise RegistryError(f"unsupported registry URL {url!r}: use sqlite:///path/to/models.db or postgresql://...")
-        self._init_schema()
+        self._init_schema(audited=audit_keys is not None)
         self.audit = None
         if audit_keys is not None:
             from avops.audit.log import AuditLog
             from avops.ota.keys import KeyRing
 
-            self.audit = AuditLog(self, KeyRing(Path(audit_keys)))
+            self.audit = AuditLog(self, KeyRing(Path(audit_keys)), create_schema=False)
 
     @classmethod
     def local(cls, home: HomeLayout) -> "ModelRegistry":
@@ -256,11 +256,17 @@ class ModelRegistry:
         """A read connection on the registry's database (``?`` placeholders on every backend)."""
         return self._connect()
 
-    def _init_schema(self) -> None:
+    def _init_schema(self, audited: bool = False) -> None:
+        """Registry tables (and the audit log's, when audited) in one schema transaction per open."""
         if self.dialect == "sqlite":
             self._enable_wal()
+        statements = _schema(self.dialect)
+        if audited:
+            from avops.audit.log import schema as audit_schema
+
+            statements += audit_schema(self.dialect)
         with self._transaction(schema=True) as conn:
-            for stmt in _schema(self.dialect):
+            for stmt in statements:
                 conn.execute(stmt)
             if self.dialect == "sqlite":
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
