@@ -15,6 +15,11 @@ def connect(home: HomeLayout, key: str, partition: str) -> duckdb.DuckDBPyConnec
     m = datasets.current(store, home.refs, key, partition)
     if m is None:
         raise LookupError(f"nothing published for {key}[{partition}]; materialize it first")
+    return connect_manifest(store, m)
+
+
+def connect_manifest(store: ObjectStore, m: datasets.Manifest) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with a view per table of one exact manifest (what a recorded digest names)."""
     con = duckdb.connect()
     for name, entry in m.tables.items():
         path = str(store.path(entry["sha256"])).replace("'", "''")

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
-
 import numpy as np
-import yaml
 
 from avops.can.dbc import load_dbc
 from avops.can.encode import encode_message
 from avops.can.frames import CanFrames
-from avops.fleet_registry import project_root
-
-
-@lru_cache(maxsize=4)
-def load_signal_map(path: str | None = None) -> dict:
-    """``config/can_signals.yaml``: per DBC, which message/signal carries which quantity."""
-    p = Path(path) if path else project_root() / "config" / "can_signals.yaml"
-    return yaml.safe_load(p.read_text())
+from avops.can.signal_map import load_signal_map
 
 
 def _physical(spec, series: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
