@@ -32,6 +32,11 @@ class HomeLayout:
         return self.root / "landing"
 
     @property
+    def workshop(self) -> Path:
+        """Where the workshop (dealer management) system delivers service orders: ``<cohort>/service_orders.csv``."""
+        return self.root / "workshop"
+
+    @property
     def quarantine(self) -> Path:
         """Files ingest could not read, each with a ``.reason.json`` beside it."""
         return self.root / "quarantine"

@@ -7,9 +7,10 @@ from pathlib import Path
 import dagster as dg
 from dagster.components import load_from_defs_folder
 
-from avops_assets.jobs import MAIN_JOB, gpu_job, main_job
+from avops_assets.jobs import MAIN_JOB, gpu_job, main_job, maintenance_retrain_job
 from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, ModelRegistryResource, ReviewTeam
-from sensors import gpu_routing_sensor, landing_zone_sensor, review_returns_sensor, rollout_sensor
+from sensors import (drift_sensor, gpu_routing_sensor, landing_zone_sensor, maintenance_retrain_schedule, review_returns_sensor,
+                     rollout_sensor)
 
 __all__ = ["MAIN_JOB", "defs"]
 
@@ -43,8 +44,9 @@ def resources() -> dict[str, dg.ConfigurableResource]:
 def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         load_from_defs_folder(project_root=PROJECT_ROOT),
-        dg.Definitions(resources=resources(), sensors=[landing_zone_sensor, review_returns_sensor, gpu_routing_sensor, rollout_sensor, automation],
-                       jobs=[main_job, gpu_job]),
+        dg.Definitions(resources=resources(), sensors=[landing_zone_sensor, review_returns_sensor, gpu_routing_sensor, rollout_sensor,
+                                                       drift_sensor, automation],
+                       schedules=[maintenance_retrain_schedule], jobs=[main_job, gpu_job, maintenance_retrain_job]),
     )
 
 

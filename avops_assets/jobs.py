@@ -18,3 +18,9 @@ GPU_TAGS = {
     "dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}},
 }
 gpu_job = dg.define_asset_job(GPU_JOB, selection=dg.AssetSelection.keys(ENGINES), partitions_def=cohort_partitions, tags=GPU_TAGS)
+
+# A cohort's maintenance retrain: fresh feature tables, the model (behind its gates), the drift report.
+RETRAIN_JOB = "maintenance_retrain"
+MAINTENANCE = [dg.AssetKey(["features", "telemetry"]), dg.AssetKey(["maintenance", "models"]), dg.AssetKey(["maintenance", "drift"])]
+maintenance_retrain_job = dg.define_asset_job(RETRAIN_JOB, selection=dg.AssetSelection.keys(*MAINTENANCE),
+                                              partitions_def=cohort_partitions)

@@ -32,6 +32,8 @@ class FeatureDef:
     window_s: float = DAY_S
     where: Expr | None = None
     description: str = ""
+    clock: str | None = None  # rows are this quantity's samples; other messages join as of them
+    asof_tolerance_s: float = 0.05  # a joined sample older than this (relative to the row) is missing
 
     def __post_init__(self) -> None:
         if self.agg not in AGGREGATIONS:
@@ -40,7 +42,8 @@ class FeatureDef:
             raise ValueError(f"feature {self.name}: window must be positive, got {self.window_s}")
 
     def canonical(self) -> str:
-        return f"{self.name}|{ENTITY}|{EVENT_TIME}|{self.agg}|{self.window_s!r}|{self.expr!r}|{self.where!r}"
+        joined = f"|clock={self.clock}|tol={self.asof_tolerance_s!r}" if self.clock else ""
+        return f"{self.name}|{ENTITY}|{EVENT_TIME}|{self.agg}|{self.window_s!r}|{self.expr!r}|{self.where!r}{joined}"
 
     @property
     def version(self) -> str:
@@ -57,10 +60,19 @@ def catalog_version(features: list[FeatureDef]) -> str:
 
 _WHEELS = [q("wheel_fl_kph"), q("wheel_fr_kph"), q("wheel_rl_kph"), q("wheel_rr_kph")]
 _BRAKING = q("brake_pressure_bar") > 1.0
+_DECEL = q("accel_long_mps2") * -1.0
+_FIRM_BRAKING = _BRAKING & (_DECEL > 0.5)
+WEAR_WINDOW_S = 45 * DAY_S  # pads wear over months; a long window gathers enough braking to see it
 
 TELEMETRY_FEATURES: list[FeatureDef] = [
     FeatureDef("brake_pressure_braking_mean", q("brake_pressure_bar"), "mean", where=_BRAKING,
                description="mean hydraulic pressure while braking (bar); worn pads need more"),
+    FeatureDef("brake_decel_braking_mean", _DECEL, "mean", where=_FIRM_BRAKING, window_s=WEAR_WINDOW_S, clock="brake_pressure_bar",
+               description="mean deceleration while braking firmly (m/s², longitudinal acceleration as of each pressure sample)"),
+    FeatureDef("brake_pressure_per_decel", q("brake_pressure_bar") / _DECEL, "mean", where=_FIRM_BRAKING, window_s=WEAR_WINDOW_S, clock="brake_pressure_bar",
+               description="hydraulic pressure per m/s² of deceleration while braking firmly (bar·s²/m): pads lose friction as they wear"),
+    FeatureDef("brake_torque_per_decel", q("brake_torque_nm") / _DECEL, "mean", where=(q("brake_torque_nm") > 50.0) & (_DECEL > 0.5),
+               window_s=WEAR_WINDOW_S, clock="brake_torque_nm", description="friction torque per m/s² of deceleration while braking (Nm·s²/m)"),
     FeatureDef("brake_pressure_p95", q("brake_pressure_bar"), "p95", description="95th percentile brake pressure (bar)"),
     FeatureDef("hard_braking_share", q("brake_pressure_bar") > 15.0, "frac", description="share of samples above 15 bar"),
     FeatureDef("brake_torque_braking_mean", q("brake_torque_nm"), "mean", where=q("brake_torque_nm") > 50.0,
@@ -83,9 +95,30 @@ TELEMETRY_FEATURES: list[FeatureDef] = [
     FeatureDef("samples", q("speed_kph"), "count", description="speed samples in the window (coverage)"),
 ]
 
-# Row-level quantities compared by the drift monitor (every sample, not window aggregates:
-# a drift test wants the distribution the model's inputs come from, at telemetry rate).
-DRIFT_QUANTITIES: list[str] = [
-    "ambient_temp_c", "coolant_temp_c", "motor_temp_c", "gearbox_temp_c", "inverter_temp_c", "hv_temp_c",
-    "hv_voltage_v", "hv_current_a", "brake_pressure_bar", "brake_torque_nm", "speed_kph",
+
+
+@dataclass(frozen=True)
+class DriftSignal:
+    """A row-level signal the drift monitor compares: every sample of ``expr`` where ``where`` holds.
+
+    Rows, not window aggregates: a drift test wants the distribution the model's inputs are
+    computed from, at telemetry rate (thousands of samples a drive, not one).
+    """
+
+    name: str
+    expr: Expr
+    where: Expr | None = None
+    clock: str | None = None
+    asof_tolerance_s: float = 0.05
+    agg: str = "rows"
+    window_s: float = 0.0
+
+
+DRIFT_SIGNALS: list[DriftSignal] = [
+    *(DriftSignal(name, q(name)) for name in ("ambient_temp_c", "coolant_temp_c", "motor_temp_c", "gearbox_temp_c",
+                                              "inverter_temp_c", "hv_temp_c", "hv_voltage_v", "hv_current_a", "speed_kph")),
+    DriftSignal("brake_pressure_braking", q("brake_pressure_bar"), where=_BRAKING),
+    DriftSignal("brake_pressure_per_decel", q("brake_pressure_bar") / _DECEL, where=_FIRM_BRAKING, clock="brake_pressure_bar"),
+    DriftSignal("brake_torque_braking", q("brake_torque_nm"), where=q("brake_torque_nm") > 50.0),
+    DriftSignal("wheel_speed_spread", greatest(*_WHEELS) - least(*_WHEELS)),
 ]

@@ -43,12 +43,21 @@ class OnlineFeatures:
     def __init__(self, features: list[ResolvedFeature], decoder: VectorizedDecoder | None = None) -> None:
         self.features = features
         self.decoder = decoder
-        self.horizon_s = max((f.window_s for f in features), default=0.0)
-        self._signals = {m: sorted(set().union(*(f.value.names() | (f.where.names() if f.where else set())
-                                                  for f in features if f.message == m)))
-                         for m in {f.message for f in features}}
+        self.horizon_s = max((f.window_s + f.asof_tolerance_s for f in features), default=0.0)
+        needed: dict[str, set[str]] = {}
+        for f in features:
+            needed.setdefault(f.message, set()).update(c for c in f.columns() if "." not in c)
+            for joined, signals in f.joins().items():
+                needed.setdefault(joined, set()).update(signals)
+        self._signals = {m: sorted(s) for m, s in needed.items()}
         self._chunks: dict[str, list[dict[str, np.ndarray]]] = {m: [] for m in self._signals}
         self.latest = float("-inf")
+        self._forgotten_until = float("-inf")  # rows at or before this were dropped
+
+    @property
+    def inputs(self) -> dict[str, list[str]]:
+        """Message -> the decoded signals this feature set reads from it."""
+        return dict(self._signals)
 
     def update(self, message: str, timestamp: np.ndarray, signals: Mapping[str, np.ndarray]) -> None:
         """Append decoded rows of one message (time ordered within the call)."""
@@ -73,23 +82,44 @@ class OnlineFeatures:
             raise ValueError("OnlineFeatures was built without a decoder; pass VectorizedDecoder(load_dbc(...)) to feed raw frames")
         self.update_tables(self.decoder.decode(frames).tables)
 
-    def _window(self, message: str, as_of: float) -> dict[str, np.ndarray]:
+    def _buffer(self, message: str) -> dict[str, np.ndarray]:
+        """The message's retained rows in time order (compacted, and what no window can reach forgotten)."""
         chunks = self._chunks[message]
-        if len(chunks) > 1:  # compact, and forget what no window can reach any more
-            merged = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+        if len(chunks) > 1 or (chunks and not chunks[0].get("_sorted")):
+            merged = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0] if k != "_sorted"}
             keep = merged["timestamp"] > self.latest - self.horizon_s
-            self._chunks[message] = chunks = [{k: v[keep] for k, v in merged.items()}]
+            if not keep.all():
+                self._forgotten_until = max(self._forgotten_until, self.latest - self.horizon_s)
+            order = np.argsort(merged["timestamp"][keep], kind="stable")
+            self._chunks[message] = chunks = [{**{k: v[keep][order] for k, v in merged.items()}, "_sorted": True}]
         return chunks[0] if chunks else {"timestamp": np.empty(0), **{s: np.empty(0) for s in self._signals[message]}}
+
+    def _rows(self, f: ResolvedFeature, as_of: float) -> dict[str, np.ndarray]:
+        """The feature's rows in its window, with joined messages' latest samples as of each row."""
+        rows = self._buffer(f.message)
+        ts = rows["timestamp"]
+        in_window = (ts > as_of - f.window_s) & (ts <= as_of)
+        cols = {k: v[in_window] for k, v in rows.items() if k != "_sorted"}
+        for joined, signals in f.joins().items():
+            other = self._buffer(joined)
+            idx = np.searchsorted(other["timestamp"], cols["timestamp"], side="right") - 1
+            safe = np.clip(idx, 0, None)
+            valid = (idx >= 0) & (cols["timestamp"] - other["timestamp"][safe] <= f.asof_tolerance_s) if len(other["timestamp"]) \
+                else np.zeros(len(idx), bool)
+            for s in signals:
+                vals = other[s][safe] if len(other["timestamp"]) else np.full(len(idx), np.nan)
+                cols[f"{joined}.{s}"] = np.where(valid, vals, np.nan)
+        return cols
 
     def compute(self, as_of: float | None = None) -> dict[str, float]:
         """Every feature over ``(as_of - window, as_of]``; ``as_of`` defaults to the newest sample seen."""
         as_of = self.latest if as_of is None else float(as_of)
         out: dict[str, float] = {}
         for f in self.features:
-            rows = self._window(f.message, as_of)
-            ts = rows["timestamp"]
-            in_window = (ts > as_of - f.window_s) & (ts <= as_of)
-            cols = {k: v[in_window] for k, v in rows.items()}
+            cols = self._rows(f, as_of)
+            if as_of - f.window_s - f.asof_tolerance_s < self._forgotten_until:
+                raise ValueError(f"{f.name}: samples up to {self._forgotten_until} were already forgotten; an online computer "
+                                 f"answers its latest windows (as_of >= {self._forgotten_until + f.window_s + f.asof_tolerance_s})")
             with np.errstate(invalid="ignore", divide="ignore"):
                 v = np.broadcast_to(f.value.eval(cols), cols["timestamp"].shape)
                 ok = np.isfinite(v)

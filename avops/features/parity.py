@@ -57,12 +57,13 @@ def check_parity(con: duckdb.DuckDBPyConnection, features: list[ResolvedFeature]
     """
     report = ParityReport(windows)
     index = {(v, a): i for i, (v, a) in enumerate(zip(offline["vehicle_id"].to_pylist(), offline["as_of"].to_pylist()))}
-    messages = sorted({f.message for f in features})
     for vehicle, as_of in windows:
         online = OnlineFeatures(features)
         horizon = online.horizon_s
-        for message in messages:
-            signals = online._signals[message]
+        present = {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}
+        for message, signals in sorted(online.inputs.items()):
+            if can_table_name(message) not in present:
+                continue
             cols = ", ".join(['timestamp'] + [f'"{s}"' for s in signals])
             table = con.sql(
                 f'SELECT {cols} FROM "{can_table_name(message)}" WHERE vehicle_id = ? AND timestamp > ? AND timestamp <= ? ORDER BY timestamp',

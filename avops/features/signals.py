@@ -42,16 +42,28 @@ class Platform:
                 out.setdefault(quantity, (message, expr))
         return cls(dbc, out)
 
-    def resolve(self, expr: Expr, what: str) -> tuple[str, Expr]:
-        """The one message that carries every quantity of ``expr``, and ``expr`` over its signals."""
-        missing = sorted(n for n in expr.names() if n not in self.quantities)
+    def resolve(self, expr: Expr, what: str, clock: str | None = None) -> tuple[str, Expr]:
+        """The message whose rows ``expr`` is evaluated on, and ``expr`` over signal columns.
+
+        Without ``clock`` every quantity must come from one message. With it, the rows are the
+        clock quantity's message, and a quantity of another message is that message's latest
+        sample at or before the row (an as-of join), named ``<message>.<signal>``.
+        """
+        missing = sorted(n for n in expr.names() | ({clock} if clock else set()) if n not in self.quantities)
         if missing:
             raise UnavailableFeature(f"{what}: {self.dbc} carries no {', '.join(missing)}")
         messages = {self.quantities[n][0] for n in expr.names()}
-        if len(messages) != 1:
-            raise ValueError(f"{what}: its quantities come from several CAN messages ({', '.join(sorted(messages))}); "
-                             "a row expression must read one message (split it into features per message)")
-        return messages.pop(), expr.substitute(lambda n: self.quantities[n][1])
+        if clock is None:
+            if len(messages) != 1:
+                raise ValueError(f"{what}: its quantities come from several CAN messages ({', '.join(sorted(messages))}); "
+                                 "name a clock quantity to join them as of its rows, or split the feature")
+            return messages.pop(), expr.substitute(lambda n: self.quantities[n][1])
+        primary = self.quantities[clock][0]
+
+        def column(n: str) -> Expr:
+            message, e = self.quantities[n]
+            return e if message == primary else e.substitute(lambda sig: Col(f"{message}.{sig}"))
+        return primary, expr.substitute(column)
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,19 @@ class ResolvedFeature:
     message: str
     value: Expr
     where: Expr | None
+    asof_tolerance_s: float = 0.0
+
+    def columns(self) -> set[str]:
+        return self.value.names() | (self.where.names() if self.where is not None else set())
+
+    def joins(self) -> dict[str, list[str]]:
+        """Joined message -> its signals this feature reads (columns named ``<message>.<signal>``)."""
+        out: dict[str, list[str]] = {}
+        for c in sorted(self.columns()):
+            if "." in c:
+                message, signal = c.split(".", 1)
+                out.setdefault(message, []).append(signal)
+        return out
 
 
 def resolve_features(platform: Platform, features: list) -> tuple[list[ResolvedFeature], dict[str, str]]:
@@ -71,14 +96,14 @@ def resolve_features(platform: Platform, features: list) -> tuple[list[ResolvedF
     resolved, unavailable = [], {}
     for f in features:
         try:
-            message, value = platform.resolve(f.expr, f.name)
+            message, value = platform.resolve(f.expr, f.name, f.clock)
             where = None
             if f.where is not None:
-                where_message, where = platform.resolve(f.where, f.name)
+                where_message, where = platform.resolve(f.where, f.name, f.clock)
                 if where_message != message:
                     raise ValueError(f"{f.name}: its filter reads {where_message}, its value {message}; both must read one message")
         except UnavailableFeature as e:
             unavailable[f.name] = str(e)
             continue
-        resolved.append(ResolvedFeature(f.name, f.agg, f.window_s, message, value, where))
+        resolved.append(ResolvedFeature(f.name, f.agg, f.window_s, message, value, where, f.asof_tolerance_s))
     return resolved, unavailable

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 from avops.can.dbc import load_dbc
@@ -36,14 +38,17 @@ def encode_bus(
     for name, spec in mapping.items():
         msg = db.get_message_by_name(name)
         period = spec["period_ms"] / 1000
-        times = np.arange(rng.uniform(0, period), t[-1], period)
+        # A message added to the map later draws its timing from its own stream, so adding it
+        # leaves every other byte of a simulated drive (and the camera after it) unchanged.
+        mrng = np.random.default_rng([zlib.crc32(name.encode()), int(t0 * 1000) % 2**32]) if spec.get("own_timing") else rng
+        times = np.arange(mrng.uniform(0, period), t[-1], period)
         idx = np.minimum((times / dt).astype(int), len(t) - 1)
         values = {sig: _physical(s, series, idx) for sig, s in spec["signals"].items()}
         data = encode_message(msg, values, len(times))
         n = len(times)
         batches.append(
             CanFrames(
-                timestamp=t0 + times + rng.normal(0, 50e-6, n).clip(-2e-4, 2e-4),
+                timestamp=t0 + times + mrng.normal(0, 50e-6, n).clip(-2e-4, 2e-4),
                 frame_id=np.full(n, msg.frame_id, dtype=np.uint32),
                 is_extended=np.full(n, bool(msg.is_extended_frame)),
                 dlc=np.full(n, msg.length, dtype=np.uint8),

@@ -34,11 +34,12 @@ from avops.fleet import scene
 from avops.fleet.can_bus import encode_bus
 from avops.fleet.odd import Segment, sample_segments, sample_start_hour, segment_at
 from avops.fleet.vehicle import WearState, age_between_drives, initial_wear, simulate_signals
+from avops.fleet.workshop import ServiceOrder, plan_visits, service_orders_csv
 from avops.home import HomeLayout
 from avops.fleet_registry import Cohort, FleetRegistry
-from avops.store import atomic_write_json
+from avops.store import atomic_write_bytes, atomic_write_json
 
-SIM_VERSION = "1"
+SIM_VERSION = "2"  # 2: workshop visits replace worn pads
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,21 @@ class Profile:
         if name not in profiles:
             raise KeyError(f"{registry.path}: no simulation profile {name!r} (have: {', '.join(profiles)})")
         return cls(**profiles[name])
+
+
+@dataclass(frozen=True)
+class Season:
+    """Extra drives of one cohort after its planned ones, optionally on a new powertrain calibration.
+
+    What a fleet's next months look like: e.g. the OEM flashes a recalibrated powertrain
+    (``PTC-MQB-24.1``) onto older vehicles, and their telemetry shifts.
+    """
+
+    id: str
+    cohort: str
+    drives_per_vehicle: int = 2
+    days_after_plan: float = 60.0
+    powertrain_calibration: str | None = None
 
 
 @dataclass
@@ -87,7 +103,8 @@ def _seed(*parts: object) -> list[int]:
 
 
 def _params_digest(seed: int, cohort: Cohort, profile: Profile, start: str) -> str:
-    blob = json.dumps([SIM_VERSION, seed, cohort.id, cohort.model_year, cohort.region, cohort.dbc, asdict(profile), start])
+    blob = json.dumps([SIM_VERSION, seed, cohort.id, cohort.model_year, cohort.region, cohort.dbc, cohort.powertrain_calibration,
+                       asdict(profile), start])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -106,6 +123,15 @@ def plan_drives(seed: int, cohort: Cohort, vehicle_index: int, profile: Profile,
     return plan
 
 
+def plan_vehicle(seed: int, cohort: Cohort, vehicle_index: int, profile: Profile,
+                 start_date: datetime) -> tuple[list[tuple[datetime, WearState]], list[ServiceOrder]]:
+    """The drive plan with workshop visits applied (replaced pads), and the visits' service orders."""
+    plan = plan_drives(seed, cohort, vehicle_index, profile, start_date)
+    rng = np.random.default_rng(_seed(seed, cohort.id, vehicle_index, "workshop"))
+    until = plan[-1][0] + timedelta(days=profile.days_between_drives)
+    return plan_visits(rng, cohort.vehicle_ids()[vehicle_index], plan, until)
+
+
 def simulate_fleet(
     registry: FleetRegistry,
     home: HomeLayout,
@@ -115,26 +141,42 @@ def simulate_fleet(
     start_date: str | None = None,
     progress: Callable[[DriveResult], None] | None = None,
     campaign: Campaign | None = None,
+    season: Season | None = None,
 ) -> SimulationReport:
     """Simulate every vehicle of the selected cohorts into ``home.landing``.
 
     With a ``campaign``, only that campaign's cohort drives: each vehicle logs
     ``drives_per_vehicle`` extra drives, after its planned ones, while the campaign's
-    ODD conditions hold (as a fleet's trigger-based logging would).
+    ODD conditions hold (as a fleet's trigger-based logging would). With a ``season``, that
+    cohort's vehicles log the season's extra drives later, on its powertrain calibration.
+    Without either, each cohort's workshop export (``workshop/<cohort>/service_orders.csv``)
+    is written too.
     """
     prof = Profile.from_registry(registry, profile)
     seed = int(seed if seed is not None else registry.simulation.get("seed", 0))
     start_s = start_date or str(registry.simulation.get("start_date", "2026-01-01"))
     start = datetime.fromisoformat(start_s).replace(tzinfo=timezone.utc)
     report = SimulationReport()
-    if campaign is not None:
-        cohorts = [campaign.cohort]
+    if campaign is not None and season is not None:
+        raise ValueError("simulate a campaign or a season, not both at once")
+    if campaign is not None or season is not None:
+        cohorts = [(campaign or season).cohort]  # type: ignore[union-attr]
     selected = [registry.cohort(c) for c in cohorts] if cohorts else list(registry.cohorts)
     for cohort in selected:
-        digest = _params_digest(seed, cohort, prof, start_s + (campaign.id if campaign else ""))
+        orders: list[ServiceOrder] = []
+        digest = _params_digest(seed, cohort, prof, start_s + (campaign.id if campaign else "") + (season.id if season else ""))
+        driven = replace(cohort, powertrain_calibration=season.powertrain_calibration) if season and season.powertrain_calibration else cohort
         for vi, vehicle_id in enumerate(cohort.vehicle_ids()):
-            plan = plan_drives(seed, cohort, vi, prof, start)
-            if campaign is None:
+            plan, visits = plan_vehicle(seed, cohort, vi, prof, start)
+            orders.extend(visits)
+            if season is not None:
+                last, wear = plan[-1]
+                drives = []
+                for k in range(season.drives_per_vehicle):
+                    offset_min = zlib.crc32(f"{season.id}:{vi}:{k}".encode()) % 1440
+                    when = last + timedelta(days=season.days_after_plan + prof.days_between_drives * k, minutes=offset_min)
+                    drives.append((2000 + k, when, wear, None))
+            elif campaign is None:
                 drives = [(di, when, wear, None) for di, (when, wear) in enumerate(plan)]
             else:
                 last, wear = plan[-1]
@@ -146,10 +188,12 @@ def simulate_fleet(
                     when = last + timedelta(days=prof.days_between_drives * (k + 1), minutes=offset_min)
                     drives.append((1000 + k, when, wear, target.where))
             for di, when, wear, where in drives:
-                result = simulate_drive(home, cohort, vi, vehicle_id, di, when, wear, prof, seed, digest, where)
+                result = simulate_drive(home, driven, vi, vehicle_id, di, when, wear, prof, seed, digest, where)
                 report.drives.append(result)
                 if progress:
                     progress(result)
+        if campaign is None and season is None:
+            atomic_write_bytes(home.workshop / cohort.id / "service_orders.csv", service_orders_csv(orders))
     return report
 
 
@@ -201,7 +245,8 @@ def simulate_drive(
 
     rng = np.random.default_rng(_seed(seed, cohort.id, vehicle_index, drive_index, "drive"))
     segments = apply_conditions(sample_segments(rng, cohort.region, when, prof.drive_seconds), conditions)
-    series, wear_after = simulate_signals(rng, segments, prof.drive_seconds, when, cohort.region, cohort.model_year, wear)
+    series, wear_after = simulate_signals(rng, segments, prof.drive_seconds, when, cohort.region, cohort.model_year, wear,
+                                          cohort.powertrain_calibration)
     t0 = when.timestamp()
     frames = encode_bus(rng, cohort.dbc_spec, series, t0)
 
@@ -214,6 +259,7 @@ def simulate_drive(
         "start": when.isoformat(),
         "campaign_conditions": conditions,
         "duration_s": prof.drive_seconds,
+        "powertrain_calibration": cohort.powertrain_calibration,
         "wear_before": wear.to_dict(),
         "wear_after": wear_after.to_dict(),
         "segments": [

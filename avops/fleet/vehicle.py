@@ -9,6 +9,7 @@ resistance grows with age and cold, and temperatures follow load and ambient.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
@@ -35,9 +36,20 @@ class Calibration:
     brake_gain_bar_per_mps2: float
 
 
-def calibration_for(model_year: int) -> Calibration:
-    """The MY2024+ recalibration blends in more regeneration and runs warmer for efficiency."""
-    if model_year >= 2024:
+def calibration_for(model_year: int, calibration_id: str | None = None) -> Calibration:
+    """The 2024+ recalibration blends in more regeneration and runs warmer for efficiency.
+
+    ``calibration_id`` (``PTC-<platform>-<YY>.<rev>``, the fleet registry's
+    ``powertrain_calibration``) wins over the model year: an older vehicle that received the
+    new calibration over the air behaves like the new one.
+    """
+    year = model_year
+    if calibration_id:
+        m = re.match(r"^PTC-[A-Z0-9]+-(\d{2})\.\d+$", calibration_id)
+        if m is None:
+            raise ValueError(f"powertrain calibration {calibration_id!r} is not PTC-<platform>-<YY>.<revision>")
+        year = 2000 + int(m.group(1))
+    if year >= 2024:
         return Calibration(1.9, 96.0, 30.0, 11.0)
     return Calibration(1.1, 90.0, 25.0, 12.5)
 
@@ -99,9 +111,10 @@ def simulate_signals(
     region: str,
     model_year: int,
     wear: WearState,
+    calibration_id: str | None = None,
 ) -> tuple[dict[str, np.ndarray], WearState]:
     """Return quantity time series at 100 Hz (key ``t``: seconds from start) and the wear after the drive."""
-    cal = calibration_for(model_year)
+    cal = calibration_for(model_year, calibration_id)
     n = int(round(duration_s / DT))
     t = np.arange(n) * DT
     amb = ambient_temp(region, start) + rng.normal(0, 1.0)
@@ -177,6 +190,7 @@ def simulate_signals(
     series = {
         "t": t,
         "speed_kph": kph,
+        "accel_long_mps2": accel,
         **wheels,
         "brake_pressure_bar": brake_pressure,
         "brake_torque_nm": brake_torque,
