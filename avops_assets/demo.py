@@ -65,6 +65,8 @@ def demo_command(profile: str, cohorts: tuple[str, ...], campaign_round: bool) -
     if not failed and campaign_round:
         _campaign_round(job, instance, registry, lay, profile, selected)
     if not failed:
+        _drift_round(instance, registry, lay, profile, selected)
+    if not failed:
         _dossiers(instance, registry, lay, selected)
     console.print(
         f"outputs:  {lay.root}  (objects/, refs/, landing/, quarantine/, incidents/, registry/)\n"
@@ -423,6 +425,102 @@ def _campaign_round(job, instance, registry, lay, profile: str, cohorts: list[st
                        "shadow": _shadow_rates(lay, c)})
     atomic_write_json(record, {"rounds": rounds})
     _print_round({"rounds": rounds})
+
+
+def _print_maintenance(lay, reg, cohorts: list[str], title: str) -> None:
+    from avops.maintenance import pipeline as pdm
+    from avops.store import ObjectStore
+
+    store = ObjectStore(lay.objects)
+    table = Table(title=title)
+    for col in ("cohort", "version", "stage", "held-out MAE (mm)", "cohort-mean MAE", "skill", "gates", "production"):
+        table.add_column(col, no_wrap=col == "cohort")
+    for c in cohorts:
+        versions = reg.list(pdm.MODEL, cohort=c)
+        if not versions:
+            continue
+        v = max(versions, key=lambda v: v.version)
+        ev = store.get_json(v.lineage["evidence_sha256"])
+        comp = ev["components"]["brake_pads"]
+        gates = ", ".join(f"{g['gate'].split('.')[-1]} {'✅' if g['status'] == 'passed' else '⛔' if g['blocks'] else '⚠️'}" for g in ev["gates"])
+        prod = pdm.production(reg, c)
+        table.add_row(c, f"v{v.version}", v.stage, f"{comp['mae_mm']:.2f}", f"{comp['baseline_mae_mm']:.2f}", f"{comp['skill']:+.2f}",
+                      gates, f"v{prod.version}" if prod else "none")
+    _show(table)
+
+
+def _drift_round(instance, registry, lay, profile: str, cohorts: list[str]) -> None:
+    """Sensor-driven retrain: a recalibrated powertrain shifts one cohort's telemetry, the drift sensor notices it,
+    requests one maintenance retrain for that cohort only, and the retrain goes through the gates."""
+    import re
+
+    import dagster as dg
+
+    from avops.drift import monitor
+    from avops.fleet.simulator import Season
+    from avops.maintenance import pipeline as pdm
+    from avops.maintenance.config import load_maintenance_config
+    from avops.registry import ModelRegistry
+    from avops_assets.definitions import defs, resources
+    from avops_assets.defs.ingest import checks as ingest_checks
+    from avops_assets.defs.ingest.assets import raw_drives
+    from avops_assets.defs.maintenance.assets import drift as drift_report
+    from avops_assets.jobs import RETRAIN_JOB
+    from sensors.drift import drift_sensor
+
+    reg = ModelRegistry.local(lay)
+    _print_maintenance(lay, reg, cohorts, "maintenance models (brake pads; leave-one-vehicle-out evidence)")
+    record = lay.root / "campaigns" / "demo_drift.json"
+    if record.exists():
+        console.print(f"drift round already done in this AVOPS_HOME: {json.loads(record.read_text())['summary']}")
+        return
+    older = [c for c in cohorts if int(re.search(r"-(\d{2})\.\d+$", registry.cohort(c).powertrain_calibration).group(1)) < 24
+             and pdm.production(reg, c) is not None]
+    if not older:
+        console.print("drift round: no cohort on a pre-2024 powertrain calibration with a production maintenance model; skipped")
+        return
+    target = registry.cohort(older[0])
+    new_cal = re.sub(r"-\d{2}\.\d+$", "-24.1", target.powertrain_calibration)
+    res = resources()
+
+    def tick(cursor):
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=res) as ctx:
+            return drift_sensor(ctx)
+
+    baseline = tick(None)  # every cohort looked at once: nothing new since its model was trained
+    console.print(f"drift sensor, first tick: {len(baseline.run_requests)} retrain request(s)")
+    season = Season(f"recalibration-{target.id}", target.id, drives_per_vehicle=2, days_after_plan=150.0, powertrain_calibration=new_cal)
+    sim = simulate_fleet(registry, lay, profile=profile, season=season)
+    console.print(f"season: the OEM flashed {new_cal} onto {target.id} ({target.powertrain_calibration} before); "
+                  f"its vehicles logged {sim.written} new drive(s), delivered to the landing zone")
+    # ingest, and the drift report the automation would refresh after it (eager on new telemetry)
+    report = dg.materialize([raw_drives, ingest_checks.stored_tables_match_digests, ingest_checks.tables_match_pandera_schemas,
+                             drift_report], partition_key=target.id, instance=instance, resources=res, raise_on_error=True,
+                            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+    verdict = monitor.evaluate(lay, reg, target, load_maintenance_config())
+    table = Table(title=f"drift of {target.id} since its production maintenance model v{verdict.model_version} was trained")
+    for col in ("signal", "KS D", "", "BH p", "samples (ref / new)", "verdict"):
+        table.add_column(col)
+    for c in sorted(verdict.columns, key=lambda c: -c.statistic):
+        table.add_row(c.column, f"{c.statistic:.3f}", "█" * int(round(min(1.0, c.statistic) * 20)), f"{c.pvalue_adjusted:.1e}",
+                      f"{c.n_reference} / {c.n_current}", "[red]drift[/]" if c.drifted else c.reason)
+    _show(table)
+    md = [e.materialization.metadata for e in report.get_asset_materialization_events() if e.asset_key == drift_report.key]
+    if md and "evidently_html" in md[0]:
+        console.print(f"Evidently data-drift report (maintenance/drift): {md[0]['evidently_html'].value}")
+    second = tick(baseline.cursor)
+    console.print(f"drift sensor, next tick: {len(second.run_requests)} retrain request(s): "
+                  + ", ".join(f"{r.partition_key} ({r.tags['avops/trigger']}: {r.tags['avops/reason']})" for r in second.run_requests))
+    job = defs().resolve_job_def(RETRAIN_JOB)
+    for req in second.run_requests:
+        t0 = time.monotonic()
+        result = job.execute_in_process(partition_key=req.partition_key, instance=instance, tags=req.tags, raise_on_error=False,
+                                        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+        _print_runs(f"drift-triggered retrain ({RETRAIN_JOB})", {req.partition_key: _outcome(result, time.monotonic() - t0)})
+    _print_maintenance(lay, reg, [target.id], f"{target.id} after the drift-triggered retrain")
+    summary = (f"{target.id} on {new_cal}: drift in {', '.join(verdict.drifted) or 'nothing'}; "
+               f"{len(second.run_requests)} retrain request(s) for {', '.join(r.partition_key for r in second.run_requests) or 'no cohort'}")
+    atomic_write_json(record, {"summary": summary, "verdict": verdict.to_dict()})
 
 
 def _shadow_rates(lay, cohort: str) -> dict:

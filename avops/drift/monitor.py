@@ -129,6 +129,6 @@ def evaluate(home: HomeLayout, registry: ModelRegistry, cohort: Cohort, config: 
     v.retrain = bool(v.reasons) and (len(drifted) >= settings.min_drifted or (v.accuracy is not None and v.accuracy.degraded))
     if not v.reasons:
         n = max(v.current_rows.values(), default=0)
-        v.reasons.append(f"no drift ({n} new samples per quantity at most, {len(columns)} quantities tested)")
+        v.reasons.append(f"no drift ({n} new samples per signal at most, {len(columns)} signals tested)")
     v.seconds = time.perf_counter() - t0
     return v
