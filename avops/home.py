@@ -37,6 +37,11 @@ class HomeLayout:
         return self.root / "workshop"
 
     @property
+    def plant(self) -> Path:
+        """What manufacturing lines deliver: ``aoi/<line>/<shift>/`` (images + shift.json), ``rework/<line>/<shift>.csv``."""
+        return self.root / "plant"
+
+    @property
     def quarantine(self) -> Path:
         """Files ingest could not read, each with a ``.reason.json`` beside it."""
         return self.root / "quarantine"

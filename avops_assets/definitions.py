@@ -7,10 +7,10 @@ from pathlib import Path
 import dagster as dg
 from dagster.components import load_from_defs_folder
 
-from avops_assets.jobs import MAIN_JOB, gpu_job, main_job, maintenance_retrain_job
-from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, ModelRegistryResource, ReviewTeam
-from sensors import (drift_sensor, gpu_routing_sensor, landing_zone_sensor, maintenance_retrain_schedule, review_returns_sensor,
-                     rollout_sensor)
+from avops_assets.jobs import MAIN_JOB, gpu_job, inspection_retrain_job, main_job, maintenance_retrain_job
+from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, LineRegistryResource, ModelRegistryResource, ReviewTeam
+from sensors import (drift_sensor, fp_rate_sensor, gpu_routing_sensor, landing_zone_sensor, line_change_sensor,
+                     maintenance_retrain_schedule, review_returns_sensor, rollout_sensor)
 
 __all__ = ["MAIN_JOB", "defs"]
 
@@ -37,7 +37,7 @@ def resources() -> dict[str, dg.ConfigurableResource]:
     review = ReviewTeam(mode=env.get("AVOPS_REVIEW_MODE", "simulated"), delay_seconds=float(env.get("AVOPS_REVIEW_DELAY_S", "0")))
     registry = ModelRegistryResource(url=env.get("AVOPS_REGISTRY_URL", ""))
     return {"avops_home": AvopsHome(), "fleet": FleetRegistryResource(), "dataset_versioning": versioning, "review_team": review,
-            "model_registry": registry}
+            "model_registry": registry, "lines": LineRegistryResource()}
 
 
 @dg.definitions
@@ -45,8 +45,8 @@ def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         load_from_defs_folder(project_root=PROJECT_ROOT),
         dg.Definitions(resources=resources(), sensors=[landing_zone_sensor, review_returns_sensor, gpu_routing_sensor, rollout_sensor,
-                                                       drift_sensor, automation],
-                       schedules=[maintenance_retrain_schedule], jobs=[main_job, gpu_job, maintenance_retrain_job]),
+                                                       drift_sensor, line_change_sensor, fp_rate_sensor, automation],
+                       schedules=[maintenance_retrain_schedule], jobs=[main_job, gpu_job, maintenance_retrain_job, inspection_retrain_job]),
     )
 
 

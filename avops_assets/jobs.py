@@ -2,14 +2,16 @@
 
 import dagster as dg
 
-from avops_assets.partitions import cohort_partitions
+from avops_assets.partitions import cohort_partitions, line_partitions
 
 MAIN_JOB = "avops_main"
 GPU_JOB = "compile_engines_gpu"
 ENGINES = dg.AssetKey(["compile", "engines"])
 
-# The main job: the whole asset graph (with its checks) for one cohort.
-main_job = dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all(), partitions_def=cohort_partitions)
+# The main job: the whole vehicle asset graph (with its checks) for one cohort. Manufacturing lines
+# are their own partitions and job.
+main_job = dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all() - dg.AssetSelection.groups("manufacturing"),
+                               partitions_def=cohort_partitions)
 
 # TensorRT targets build on a GPU executor: these tags route a run there (the queued run coordinator
 # limits avops/executor=gpu runs to the GPU slots; on Kubernetes the run's pod asks for a GPU).
@@ -24,3 +26,10 @@ RETRAIN_JOB = "maintenance_retrain"
 MAINTENANCE = [dg.AssetKey(["features", "telemetry"]), dg.AssetKey(["maintenance", "models"]), dg.AssetKey(["maintenance", "drift"])]
 maintenance_retrain_job = dg.define_asset_job(RETRAIN_JOB, selection=dg.AssetSelection.keys(*MAINTENANCE),
                                               partitions_def=cohort_partitions)
+
+# A line's inspection retrain: re-read its AOI shifts and verdicts, retrain behind the gates.
+INSPECTION_JOB = "inspection_retrain"
+inspection_retrain_job = dg.define_asset_job(
+    INSPECTION_JOB, selection=dg.AssetSelection.keys(dg.AssetKey(["manufacturing", "inspection_data"]),
+                                                     dg.AssetKey(["manufacturing", "inspection_models"])),
+    partitions_def=line_partitions)

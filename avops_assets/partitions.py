@@ -4,3 +4,6 @@ import dagster as dg
 
 COHORTS = "cohorts"
 cohort_partitions = dg.DynamicPartitionsDefinition(name=COHORTS)
+
+LINES = "lines"
+line_partitions = dg.DynamicPartitionsDefinition(name=LINES)  # manufacturing lines, from config/lines.yaml

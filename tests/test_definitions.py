@@ -1,7 +1,7 @@
 import dagster as dg
 
 from avops_assets.definitions import MAIN_JOB, defs
-from avops_assets.partitions import COHORTS
+from avops_assets.partitions import COHORTS, LINES
 
 
 def test_definitions_load_and_describe_every_asset():
@@ -14,12 +14,17 @@ def test_definitions_load_and_describe_every_asset():
         assert node.description and len(node.description) > 40, f"{key} needs a description"
         assert node.group_name == key.path[0], f"{key}: group must be its stage"
         assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition)
-        assert node.partitions_def.name == COHORTS
+        assert node.partitions_def.name == (LINES if key.path[0] == "manufacturing" else COHORTS)
     checks = {k.name for k in graph.asset_check_keys}
     assert {"stored_tables_match_digests", "tables_match_pandera_schemas", "can_signals_within_dbc_ranges"} <= checks
     assert d.resolve_job_def(MAIN_JOB) is not None
     assert d.resolve_sensor_def("landing_zone_sensor") is not None
     assert d.resolve_sensor_def("avops_automation") is not None
+    for name in ("drift_sensor", "line_change_sensor", "fp_rate_sensor"):
+        assert d.resolve_sensor_def(name) is not None
+    assert d.resolve_schedule_def("maintenance_retrain_schedule") is not None
+    main = {k.path[0] for k in d.resolve_job_def(MAIN_JOB).asset_layer.executable_asset_keys}
+    assert "manufacturing" not in main and {"features", "maintenance"} <= main, "lines are their own partitions and job"
 
 
 def test_blocking_checks_are_blocking():
