@@ -34,14 +34,18 @@ def ref_path(refs_root: Path, key: str, partition: str) -> Path:
 
 
 def publish(store: ObjectStore, refs_root: Path, key: str, partition: str, tables: dict[str, pa.Table], extra: dict) -> Manifest:
-    """Store each table, then the manifest, then move the ref (the only mutable write)."""
+    """Store each table, then the manifest, then move the ref (the only mutable write).
+
+    The manifest holds no time: the same tables and metadata give the same digest, so a rebuild
+    that changed nothing is recognisably the same version. When it was published is on the ref.
+    """
     entries = {}
     for name, table in sorted(tables.items()):
         digest = store.put_bytes(parquet_bytes(table))
         entries[name] = {"sha256": digest, "rows": table.num_rows, "columns": table.column_names}
-    body = {"asset": key, "partition": partition, "tables": entries, "created_at": time.time(), **extra}
+    body = {"asset": key, "partition": partition, "tables": entries, **extra}
     digest = store.put_json(body)
-    atomic_write_json(ref_path(refs_root, key, partition), {"manifest": digest})
+    atomic_write_json(ref_path(refs_root, key, partition), {"manifest": digest, "published_at": time.time()})
     return Manifest(digest, body)
 
 

@@ -66,6 +66,7 @@ def demo_command(profile: str, cohorts: tuple[str, ...], campaign_round: bool) -
         _campaign_round(job, instance, registry, lay, profile, selected)
     if not failed:
         _drift_round(instance, registry, lay, profile, selected)
+        _line_round(instance, lay)
     if not failed:
         _dossiers(instance, registry, lay, selected)
     console.print(
@@ -106,10 +107,10 @@ def _error(event) -> str:
     return "" if err is None else (err.message or "")
 
 
-def _print_runs(title: str, outcomes: dict) -> None:
+def _print_runs(title: str, outcomes: dict, key: str = "cohort") -> None:
     table = Table(title=title)
-    for col in ("cohort", "run", "status", "assets", "checks passed", "seconds"):
-        table.add_column(col, no_wrap=col == "cohort")
+    for col in (key, "run", "status", "assets", "checks passed", "seconds"):
+        table.add_column(col, no_wrap=col == key)
     colour = {"success": "green", "blocked": "yellow", "needs GPU": "cyan", "failed": "red"}
     for cohort, o in outcomes.items():
         status = f"[{colour[o['status']]}]{o['status']}[/]" + (f" by {', '.join(o['blocked_by'])}" if o["blocked_by"] else "")
@@ -521,6 +522,101 @@ def _drift_round(instance, registry, lay, profile: str, cohorts: list[str]) -> N
     summary = (f"{target.id} on {new_cal}: drift in {', '.join(verdict.drifted) or 'nothing'}; "
                f"{len(second.run_requests)} retrain request(s) for {', '.join(r.partition_key for r in second.run_requests) or 'no cohort'}")
     atomic_write_json(record, {"summary": summary, "verdict": verdict.to_dict()})
+
+
+def _print_lines(lay, reg, line_ids: list[str], title: str) -> None:
+    from avops.manufacturing import pipeline as insp
+    from avops.store import ObjectStore
+
+    store = ObjectStore(lay.objects)
+    table = Table(title=title)
+    for col in ("line", "version", "stage", "configuration", "defect recall [lower]", "false alarms [upper]", "gates", "production"):
+        table.add_column(col, no_wrap=col == "line")
+    for line_id in line_ids:
+        versions = reg.list(insp.MODEL, cohort=line_id)
+        if not versions:
+            continue
+        v = max(versions, key=lambda v: v.version)
+        ev = store.get_json(v.lineage["evidence_sha256"])
+        h, cfg = ev["held_out"], v.lineage["line_config"]
+        prod = insp.production(reg, line_id)
+        table.add_row(line_id, f"v{v.version}", v.stage,
+                      f"{cfg['part_variant']}, camera y {cfg['camera'].get('y_px', 0)} px / {cfg['camera'].get('angle_deg', 0)}°, {cfg['lighting']['kind']}",
+                      f"{h['recall']:.2f} [{h['recall_lower']:.2f}]", f"{h['false_alarm_rate']:.3f} [{h['false_alarm_upper']:.3f}]",
+                      ", ".join(f"{g['gate']} {'✅' if g['status'] == 'passed' else '⛔'}" for g in ev["gates"]),
+                      f"v{prod.version}" if prod else "none")
+    _show(table)
+
+
+def _line_round(instance, lay) -> None:
+    """Manufacturing QC: an AOI model per line; a camera remounted on one line -> line_change_sensor -> one retrain."""
+    import dagster as dg
+
+    from avops.fleet.plant import simulate_shift
+    from avops.manufacturing import pipeline as insp
+    from avops.manufacturing.lines import load_lines
+    from avops.registry import ModelRegistry
+    from avops_assets.definitions import defs, resources
+    from avops_assets.jobs import INSPECTION_JOB
+    from avops_assets.partitions import LINES
+    from sensors.lines import line_change_sensor
+
+    record = lay.root / "campaigns" / "demo_lines.json"
+    if record.exists():
+        console.print(f"line round already done in this AVOPS_HOME: {json.loads(record.read_text())['summary']}")
+        return
+    lines, reg, res = load_lines(), ModelRegistry.local(lay), resources()
+    missing = [i for i in lines.line_ids if i not in set(instance.get_dynamic_partitions(LINES))]
+    if missing:
+        instance.add_dynamic_partitions(LINES, missing)
+    job = defs().resolve_job_def(INSPECTION_JOB)
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+    def retrain(line_id: str, tags: dict) -> dict:
+        t0 = time.monotonic()
+        result = job.execute_in_process(partition_key=line_id, instance=instance, tags=tags, raise_on_error=False, run_config=quiet)
+        return _outcome(result, time.monotonic() - t0)
+
+    with progress_bar() as bar:
+        task = bar.add_task("AOI: ramp-up shift and first model per line", total=len(lines.lines), note="")
+        outcomes = {}
+        for line in lines.lines:
+            bar.update(task, note=line.id)
+            if insp.production(reg, line.id) is None:
+                simulate_shift(lay, line, 0, lines.simulation, ramp_up=True)
+                outcomes[line.id] = retrain(line.id, {"avops/trigger": "initial", "avops/reason": "first model of the line"})
+            bar.update(task, advance=1)
+    if outcomes:
+        _print_runs(f"inspection models ({INSPECTION_JOB})", outcomes, key="line")
+    _print_lines(lay, reg, lines.line_ids, "AOI inspection models per line (held-out audited parts)")
+
+    def tick(cursor):
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=res) as ctx:
+            return line_change_sensor(ctx)
+
+    baseline = tick(None)
+    target = lines.lines[0]
+    moved = dict(target.config(), camera={**target.camera, "y_px": target.camera.get("y_px", 0) + 6, "angle_deg": 12})
+    table = Table(title="next shift: the deployed models at work (flagged parts judged by the rework station)")
+    for col in ("line", "configuration", "parts", "defects", "flagged", "overturned by rework"):
+        table.add_column(col)
+    for line in lines.lines:
+        inspect, version = insp.inspector(lay, reg, line.id)
+        config = moved if line is target else None
+        s = simulate_shift(lay, line, 1, lines.simulation, config=config, inspector=inspect, inspector_version=version,
+                           ramp_up=line is target)
+        table.add_row(line.id, "camera remounted: y +6 px, 12°" if line is target else "as before", str(s.parts), str(s.defects),
+                      str(s.flagged), str(s.false_alarms))
+    _show(table)
+    second = tick(baseline.cursor)
+    console.print(f"line_change_sensor: {len(second.run_requests)} retrain request(s): "
+                  + ", ".join(f"{r.partition_key} ({r.tags['avops/reason']})" for r in second.run_requests))
+    for req in second.run_requests:
+        _print_runs(f"line-change retrain ({INSPECTION_JOB})", {req.partition_key: retrain(req.partition_key, req.tags)}, key="line")
+    _print_lines(lay, reg, [r.partition_key for r in second.run_requests], "after the line-change retrain")
+    summary = (f"{target.id}: camera remounted; {len(second.run_requests)} retrain request(s) for "
+               f"{', '.join(r.partition_key for r in second.run_requests) or 'no line'}")
+    atomic_write_json(record, {"summary": summary})
 
 
 def _shadow_rates(lay, cohort: str) -> dict:

@@ -167,7 +167,7 @@ def test_drift_is_flagged_on_a_recalibrated_powertrain_and_not_without_new_data(
 
 def _sensor(trained, instance, cursor=None):
     resources = {"avops_home": AvopsHome(root=str(trained["home"].root)), "fleet": FleetRegistryResource(path=str(trained["registry_path"])),
-                 "model_registry": ModelRegistryResource(url="")}
+                 "model_registry": ModelRegistryResource(home=str(trained["home"].root))}
     with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as ctx:
         return drift_sensor(ctx)
 
@@ -214,3 +214,30 @@ def test_schedule_requests_every_cohort_but_not_one_already_retraining():
             requests = list(maintenance_retrain_schedule(ctx))
     assert [r.partition_key for r in requests] == [OLD] and requests[0].tags["avops/trigger"] == "schedule"
     assert requests[0].run_key == f"schedule:{OLD}:20261130T0300", "one request per cohort per tick"
+
+
+def test_field_accuracy_on_measurements_recorded_after_training_requests_a_retrain(trained, monkeypatch):
+    """No drift, but the workshop now measures pads far from what the model estimates: retrain, and say why."""
+    home = trained["home"]
+    monkeypatch.setenv("AVOPS_MAINTENANCE_CONFIG", str(trained["root"] / "maintenance.yaml"))
+    registry = load_registry(trained["registry_path"])
+    reg = ModelRegistry.local(home)
+    prod = pipeline.production(reg, NEW)
+    trained_until = pd.Timestamp(trained["results"][NEW].trained_until, unit="s", tz="UTC")
+    path = home.workshop / NEW / "service_orders.csv"
+    orders = pd.read_csv(path, dtype=str)
+    late = []
+    for i, vehicle in enumerate(registry.cohort(NEW).vehicle_ids()):  # a measurement near each vehicle's last drive, filed late
+        visit = trained_until - pd.Timedelta(days=2)
+        late.append({"order_id": f"LATE-{i}", "vehicle_id": vehicle, "workshop_id": "WS-900", "visit_time": visit.isoformat(),
+                     "recorded_at": (trained_until + pd.Timedelta(days=20)).isoformat(), "odometer_km": "90000",
+                     "operation": "inspection", "component": "brake_pads", "measured_mm": "0.5"})
+    pd.concat([orders, pd.DataFrame(late)]).to_csv(path, index=False)
+    v = monitor.evaluate(home, reg, registry.cohort(NEW), trained["config"])
+    assert v.model_version == prod.version and not v.drifted
+    assert v.accuracy is not None and v.accuracy.measurements >= 3 and v.accuracy.degraded and v.retrain
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(COHORTS, [NEW])
+    result = _sensor(trained, instance)
+    [req] = result.run_requests
+    assert req.partition_key == NEW and req.tags["avops/trigger"] == "field_accuracy" and "field accuracy" in req.tags["avops/reason"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,9 @@ def evidently_html(reference: Reference, current: dict[str, np.ndarray], columns
         raise ValueError("no quantity has both reference and current samples; nothing to report")
     ref = pd.DataFrame({c: _sample(reference.values[c], REPORT_ROWS, rng) for c in cols})
     cur = pd.DataFrame({c: _sample(current[c], REPORT_ROWS, rng) for c in cols})
-    snapshot = Report([DataDriftPreset(columns=cols, method="ks")]).run(cur, ref)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # Evidently correlates constant columns (a saturated signal)
+        snapshot = Report([DataDriftPreset(columns=cols, method="ks")]).run(cur, ref)
     return snapshot.get_html_str(as_iframe=False).encode()
 
 

@@ -21,10 +21,15 @@ from avops.training.bounds import wilson_lower
 
 
 class AoiNet(nn.Module):
+    """Three conv blocks and a global max pool: a defect is a local pattern wherever it sits on the part."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3), nn.ReLU(), nn.MaxPool2d(2))
-        self.head = nn.Linear(16 * 6 * 6, 1)
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1))
+        self.head = nn.Linear(32, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (n, 1, 32, 32) in [0, 1] -> logits (n,)
         return self.head(self.features(x).flatten(1)).squeeze(1)
@@ -71,9 +76,15 @@ def from_bytes(data: bytes) -> AoiNet:
     return model.eval()
 
 
-def held_out(part_ids: list[str], share: float = 0.3) -> np.ndarray:
-    """A stable split by part id: the same part is always on the same side."""
-    return np.array([int(hashlib.sha256(p.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share for p in part_ids])
+def held_out(part_ids: list[str], labels: np.ndarray, share: float = 0.3) -> np.ndarray:
+    """A stable split stratified by label: within each class, the parts whose id hashes lowest are held
+    out, so the same part is always on the same side and rare defects are never short on the test side."""
+    rank = np.array([int(hashlib.sha256(p.encode()).hexdigest()[:12], 16) for p in part_ids])
+    out = np.zeros(len(part_ids), bool)
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        out[idx[np.argsort(rank[idx])[: int(round(share * len(idx)))]]] = True
+    return out
 
 
 @dataclass

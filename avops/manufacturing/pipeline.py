@@ -58,9 +58,9 @@ def train_line(home: HomeLayout, registry: ModelRegistry, line: Line, actor: str
     if labelled.empty or labelled["label"].nunique() < 2:
         raise ValueError(f"{line.id}: the configuration {newest} has {len(labelled)} labelled parts "
                          f"({int(labelled['label'].sum()) if len(labelled) else 0} defects); audits or rework verdicts are needed first")
-    test = aoi.held_out(labelled["part_id"].tolist())
-    images = load_images(store, labelled["image_sha256"].tolist())
     labels = labelled["label"].to_numpy(dtype=int)
+    test = aoi.held_out(labelled["part_id"].tolist(), labels)
+    images = load_images(store, labelled["image_sha256"].tolist())
     net = aoi.train(images[~test], labels[~test], seed=seed)
     ev = aoi.evaluate(aoi.predict(net, images[test]), labels[test])
     gates = aoi.judge(ev, line.gates)
