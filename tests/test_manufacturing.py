@@ -148,9 +148,9 @@ def test_fp_rate_sensor_retrains_the_line_whose_false_alarms_rise(plant):
     home, reg = plant["home"], plant["lines"]
     registry = ModelRegistry.local(home)
     instance = dg.DagsterInstance.ephemeral()
-    for line in reg.lines:  # line A's dome light partly failed: a gradient across every image, not a reported change
+    for line in reg.lines:  # line A's light diffuser cracked: a hot spot on every image, not a reported change
         inspect, version = pipeline.inspector(home, registry, line.id)
-        aged = {"lighting": {"kind": "bar", "intensity": 1.0}} if line.id == A else None
+        aged = {"lighting": {"kind": "hotspot", "intensity": 1.0}} if line.id == A else None
         simulate_shift(home, line, 1, reg.simulation, inspector=inspect, inspector_version=version, condition=aged)
     fa = {line.id: false_alarm_rate(home, line.id, pipeline.production(registry, line.id).version, line.fp_window_parts) for line in reg.lines}
     assert fa[A].rate > reg.line(A).fp_rate_max and fa[A].flagged >= reg.line(A).fp_window_parts

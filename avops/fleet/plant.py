@@ -60,8 +60,10 @@ def render_part(rng: np.random.Generator, line: Line, config: dict, px: int, def
     along = (yy - cy) * math.sin(angle) + (xx - cx) * math.cos(angle)
     light = config["lighting"]
     kind, intensity = light.get("kind", "dome"), float(light.get("intensity", 1.0))
-    field = {"dome": np.ones((px, px)), "ring": 1.15 - 0.5 * np.hypot(yy - px / 2, xx - px / 2) / px,
-             "bar": 0.75 + 0.5 * xx / px}.get(kind, np.ones((px, px)))
+    r = np.hypot(yy - px / 2, xx - px / 2)
+    field = {"dome": np.ones((px, px)), "ring": 1.15 - 0.5 * r / px, "bar": 0.75 + 0.5 * xx / px,
+             # a cracked diffuser: a hot spot where the lamp shines through (a condition, not a configuration)
+             "hotspot": 0.7 + 0.9 * np.exp(-((yy - px / 3) ** 2 + (xx - px / 3) ** 2) / (px / 5) ** 2)}.get(kind, np.ones((px, px)))
     if line.defect == "weld":
         base = 0.35 + 0.35 * np.exp(-(across / 2.2) ** 2)  # a bright bead on darker sheet metal
     else:
