@@ -1,10 +1,23 @@
-"""Jobs: the whole graph per cohort, and the GPU job that builds TensorRT engines on a GPU executor."""
+"""Jobs: the whole graph per cohort, retrains, and the GPU job that builds TensorRT engines on a GPU executor."""
+
+import os
 
 import dagster as dg
 
 from avops_assets.partitions import cohort_partitions, line_partitions
 
 MAIN_JOB = "avops_main"
+
+
+def executor() -> dg.ExecutorDefinition:
+    """``AVOPS_EXECUTOR``: ``multiprocess`` (default: a process per step) or ``in_process`` (one process for the
+    whole run: on a two-core laptop with SQLite storage it starts faster and imports torch once)."""
+    name = os.environ.get("AVOPS_EXECUTOR", "multiprocess")
+    if name not in ("multiprocess", "in_process"):
+        raise ValueError(f"AVOPS_EXECUTOR={name!r}: use multiprocess or in_process")
+    return dg.in_process_executor if name == "in_process" else dg.multiprocess_executor
+
+
 GPU_JOB = "compile_engines_gpu"
 ENGINES = dg.AssetKey(["compile", "engines"])
 
