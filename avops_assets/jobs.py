@@ -9,13 +9,14 @@ from avops_assets.partitions import cohort_partitions, line_partitions
 MAIN_JOB = "avops_main"
 
 
-def executor() -> dg.ExecutorDefinition:
-    """``AVOPS_EXECUTOR``: ``multiprocess`` (default: a process per step) or ``in_process`` (one process for the
-    whole run: on a two-core laptop with SQLite storage it starts faster and imports torch once)."""
+def executor() -> dg.ExecutorDefinition | None:
+    """``AVOPS_EXECUTOR``: ``multiprocess`` (default: Dagster's executor, a process per step, switchable per run
+    by run config) or ``in_process`` (one process for the whole run: on two cores it starts faster and imports
+    torch once)."""
     name = os.environ.get("AVOPS_EXECUTOR", "multiprocess")
     if name not in ("multiprocess", "in_process"):
         raise ValueError(f"AVOPS_EXECUTOR={name!r}: use multiprocess or in_process")
-    return dg.in_process_executor if name == "in_process" else dg.multiprocess_executor
+    return dg.in_process_executor if name == "in_process" else None
 
 
 GPU_JOB = "compile_engines_gpu"
