@@ -488,8 +488,16 @@ def _drift_round(instance, registry, lay, profile: str, cohorts: list[str]) -> N
         with dg.build_sensor_context(instance=instance, cursor=cursor, resources=res) as ctx:
             return drift_sensor(ctx)
 
-    baseline = tick(None)  # every cohort looked at once: nothing new since its model was trained
-    console.print(f"drift sensor, first tick: {len(baseline.run_requests)} retrain request(s)")
+    job = defs().resolve_job_def(RETRAIN_JOB)
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    baseline = tick(None)  # every cohort looked at once
+    console.print(f"drift sensor, first tick: {len(baseline.run_requests)} retrain request(s)"
+                  + "".join(f"\n  {r.partition_key}: {r.tags['avops/reason']} (its production model predates the campaign drives)"
+                            for r in baseline.run_requests))
+    for req in baseline.run_requests:  # catch up first, so the season below is the only new thing
+        job.execute_in_process(partition_key=req.partition_key, instance=instance, tags=req.tags, raise_on_error=False, run_config=quiet)
+    if baseline.run_requests:
+        baseline = tick(baseline.cursor)
     season = Season(f"recalibration-{target.id}", target.id, drives_per_vehicle=2, days_after_plan=150.0, powertrain_calibration=new_cal)
     sim = simulate_fleet(registry, lay, profile=profile, season=season)
     console.print(f"season: the OEM flashed {new_cal} onto {target.id} ({target.powertrain_calibration} before); "
@@ -512,11 +520,10 @@ def _drift_round(instance, registry, lay, profile: str, cohorts: list[str]) -> N
     second = tick(baseline.cursor)
     console.print(f"drift sensor, next tick: {len(second.run_requests)} retrain request(s): "
                   + ", ".join(f"{r.partition_key} ({r.tags['avops/trigger']}: {r.tags['avops/reason']})" for r in second.run_requests))
-    job = defs().resolve_job_def(RETRAIN_JOB)
     for req in second.run_requests:
         t0 = time.monotonic()
         result = job.execute_in_process(partition_key=req.partition_key, instance=instance, tags=req.tags, raise_on_error=False,
-                                        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+                                        run_config=quiet)
         _print_runs(f"drift-triggered retrain ({RETRAIN_JOB})", {req.partition_key: _outcome(result, time.monotonic() - t0)})
     _print_maintenance(lay, reg, [target.id], f"{target.id} after the drift-triggered retrain")
     summary = (f"{target.id} on {new_cal}: drift in {', '.join(verdict.drifted) or 'nothing'}; "
