@@ -20,13 +20,10 @@ from avops.store import sha256_file
 from avops_assets.jobs import RETRAIN_JOB, maintenance_retrain_job
 from avops_assets.partitions import COHORTS
 from resources import AvopsHome, FleetRegistryResource, ModelRegistryResource
-
-ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
-
+from sensors.runs import in_flight
 
 def retrain_in_flight(instance: dg.DagsterInstance, cohort: str) -> bool:
-    runs = instance.get_runs(filters=dg.RunsFilter(job_name=RETRAIN_JOB, statuses=ACTIVE, tags={"dagster/partition": cohort}), limit=1)
-    return bool(runs)
+    return in_flight(instance, RETRAIN_JOB, cohort)
 
 
 def _inputs(avops_home: AvopsHome, cohort: str) -> str:

@@ -15,13 +15,13 @@ from avops.manufacturing.monitor import false_alarm_rate, newest_shift, verdict_
 from avops_assets.jobs import INSPECTION_JOB, inspection_retrain_job
 from avops_assets.partitions import LINES, line_partitions
 from resources import AvopsHome, LineRegistryResource, ModelRegistryResource
-from sensors.drift import ACTIVE
+from sensors.runs import in_flight
 
 FP_COOLDOWN_S = 4 * 3600
 
 
 def _in_flight(instance: dg.DagsterInstance, line: str) -> bool:
-    return bool(instance.get_runs(filters=dg.RunsFilter(job_name=INSPECTION_JOB, statuses=ACTIVE, tags={"dagster/partition": line}), limit=1))
+    return in_flight(instance, INSPECTION_JOB, line)
 
 
 def _new_partitions(instance: dg.DagsterInstance, line_ids: list[str]) -> list:

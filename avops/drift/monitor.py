@@ -132,3 +132,16 @@ def evaluate(home: HomeLayout, registry: ModelRegistry, cohort: Cohort, config: 
         v.reasons.append(f"no drift ({n} new samples per signal at most, {len(columns)} signals tested)")
     v.seconds = time.perf_counter() - t0
     return v
+
+
+def evidently_report(home: HomeLayout, cohort: Cohort, verdict: DriftVerdict) -> str | None:
+    """Evidently's data-drift HTML for the verdict's samples, stored content-addressed; its sha256 (None without new data)."""
+    from avops.drift.report import evidently_html
+
+    if not (verdict.reference_sha256 and verdict.raw_manifest and any(n > 0 for n in verdict.current_rows.values())):
+        return None
+    store = ObjectStore(home.objects)
+    reference = Reference.from_bytes(store.get_bytes(verdict.reference_sha256))
+    raw = datasets.Manifest(verdict.raw_manifest, store.get_json(verdict.raw_manifest))  # type: ignore[arg-type]
+    current = _current_telemetry(store, raw, cohort, after=verdict.trained_until or float("-inf"))
+    return store.put_bytes(evidently_html(reference, current, [d.name for d in DRIFT_SIGNALS]))

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import pandas as pd
 
 from avops import datasets
-from avops.audit import log as audit
 from avops.drift.ks import Reference
 from avops.drift.telemetry import telemetry_rows
 from avops.features.definitions import DRIFT_SIGNALS
@@ -28,10 +27,10 @@ from avops.maintenance.model import ComponentModel, evaluate_lovo, fit, judge, l
 from avops.maintenance.service import known_at, load_service_orders
 from avops.query import connect_manifest
 from avops.registry import ModelRegistry, ModelVersion
+from avops.registry.gated import PRODUCTION, settle
 from avops.store import ObjectStore
 
 MODEL = "maintenance"
-PRODUCTION = "production"
 MAINTENANCE_VERSION = "1"
 EVALUATION_KEY = "maintenance/evaluation"
 
@@ -112,19 +111,8 @@ def train(home: HomeLayout, registry: ModelRegistry, cohort: Cohort, config: Mai
     eval_manifest = datasets.publish(store, home.refs, EVALUATION_KEY, cohort.id,
                                      {n: _arrow(t) for n, t in tables.items()},
                                      {"evidence_sha256": evidence_sha, "version": version.version, "checkpoint_sha256": ckpt_sha})
-    audit.record(registry, audit.GATE_RESULT, f"{MODEL}/v{version.version}",
-                 {"cohort": cohort.id, "evidence_sha256": evidence_sha, "blocked": blocked,
-                  "gates": [{k: g[k] for k in ("gate", "status", "blocks", "value", "threshold")} for g in gates]}, actor, run_id)
-    if version.stage == "candidate":
-        if blocked:
-            why = "; ".join(f"{g['gate']}: {g['reason']}" for g in gates if g["blocks"])
-            version = registry.transition(MODEL, version.version, "blocked", actor, f"maintenance gates failed ({why}); evidence sha256:{evidence_sha}", run_id)
-        else:
-            registry.transition(MODEL, version.version, "validated", actor, f"maintenance gates passed; evidence sha256:{evidence_sha}", run_id)
-            version = registry.transition(MODEL, version.version, "released", actor,
-                                          "maintenance model runs in the fleet backend: released when its gates pass", run_id)
-    if version.stage == "released":
-        registry.set_alias(MODEL, cohort.id, PRODUCTION, version.version, actor, "newest maintenance model that passed its gates", run_id)
+    version = settle(registry, version, gates, evidence_sha, "maintenance gates",
+                     "maintenance model runs in the fleet backend: released when its gates pass", actor, run_id, {"cohort": cohort.id})
     return MaintenanceResult(version, ckpt_sha, evidence_sha, reference_sha, gates, blocked, cutoff, len(X),
                              int(sum(e["n"] for e in evals.values())), eval_manifest, records.rejected)
 

@@ -9,16 +9,15 @@ import numpy as np
 from PIL import Image
 
 from avops import datasets
-from avops.audit import log as audit
 from avops.home import HomeLayout
 from avops.manufacturing import model as aoi
 from avops.manufacturing.data import DATA_KEY, PARTS_TABLE
 from avops.manufacturing.lines import Line
 from avops.registry import ModelRegistry, ModelVersion
+from avops.registry.gated import PRODUCTION, settle
 from avops.store import ObjectStore
 
 MODEL = "inspection"
-PRODUCTION = "production"
 INSPECTION_VERSION = "1"
 
 
@@ -75,17 +74,8 @@ def train_line(home: HomeLayout, registry: ModelRegistry, line: Line, actor: str
                "shifts": sorted(s["shift_id"] for s in m.body["shifts"] if s["config_digest"] == newest)}
     version = registry.register(MODEL, line.id, ckpt_sha, lineage, {k: v for k, v in ev.to_dict().items()}, actor,
                                 "AOI inspection model trained", run_id)
-    audit.record(registry, audit.GATE_RESULT, f"{MODEL}/v{version.version}", {"line": line.id, "evidence_sha256": evidence_sha,
-                 "blocked": blocked, "gates": [{k: g[k] for k in ("gate", "status", "value", "threshold")} for g in gates]}, actor, run_id)
-    if version.stage == "candidate":
-        if blocked:
-            why = "; ".join(f"{g['gate']}: {g['reason']}" for g in gates if g["blocks"])
-            version = registry.transition(MODEL, version.version, "blocked", actor, f"AOI gates failed ({why}); evidence sha256:{evidence_sha}", run_id)
-        else:
-            registry.transition(MODEL, version.version, "validated", actor, f"AOI gates passed; evidence sha256:{evidence_sha}", run_id)
-            version = registry.transition(MODEL, version.version, "released", actor, "deployed to the line's AOI station", run_id)
-    if version.stage == "released":
-        registry.set_alias(MODEL, line.id, PRODUCTION, version.version, actor, "newest AOI model that passed its gates", run_id)
+    version = settle(registry, version, gates, evidence_sha, "AOI gates", "deployed to the line's AOI station", actor, run_id,
+                     {"line": line.id})
     return InspectionResult(version, ckpt_sha, evidence_sha, newest, config, int((~test).sum()), ev, gates, blocked)
 
 

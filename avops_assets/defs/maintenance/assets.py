@@ -3,15 +3,10 @@
 import dagster as dg
 
 from avops.drift import monitor
-from avops.drift.ks import Reference
-from avops.drift.report import drift_markdown, evidently_html
-from avops.drift.telemetry import telemetry_rows
-from avops.features.definitions import DRIFT_SIGNALS
-from avops.features.tables import platform_for
+from avops.drift.report import drift_markdown
 from avops.maintenance import pipeline
 from avops.maintenance.config import load_maintenance_config
 from avops.maintenance.report import gates_markdown, predictions_markdown
-from avops.query import connect_manifest
 from avops import datasets
 from avops_assets.defs.features.assets import RAW_DRIVES, TELEMETRY
 from avops_assets.partitions import cohort_partitions
@@ -80,17 +75,10 @@ def drift(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: Fleet
     v = monitor.evaluate(home, model_registry.open(), cohort, config)
     store = avops_home.object_store()
     verdict_sha = store.put_json(v.to_dict())
-    html_md, html_path = "no production model or no new telemetry: no Evidently report", ""
-    if v.reference_sha256 and v.raw_manifest and any(n > 0 for n in v.current_rows.values()):
-        reference = Reference.from_bytes(store.get_bytes(v.reference_sha256))
-        con = connect_manifest(store, datasets.Manifest(v.raw_manifest, store.get_json(v.raw_manifest)))  # type: ignore[arg-type]
-        try:
-            current = telemetry_rows(con, platform_for(cohort), DRIFT_SIGNALS, after=v.trained_until)
-        finally:
-            con.close()
-        html_sha = store.put_bytes(evidently_html(reference, current, [d.name for d in DRIFT_SIGNALS]))
-        html_path = str(store.path(html_sha))
-        html_md = f"Evidently data-drift report: `{html_path}` (sha256 {html_sha})"
+    html_sha = monitor.evidently_report(home, cohort, v)
+    html_path = str(store.path(html_sha)) if html_sha else ""
+    html_md = (f"Evidently data-drift report: `{html_path}` (sha256 {html_sha})" if html_sha
+               else "no production model or no new telemetry: no Evidently report")
     field = v.accuracy
     return dg.MaterializeResult(
         metadata={
