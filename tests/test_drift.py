@@ -5,6 +5,7 @@ import pytest
 from scipy import stats
 
 from avops.drift.ks import DriftPolicy, Reference, _right_ranks, detect_drift, ks_pvalue, ks_statistic
+from avops.drift.smirnov import kstwo_sf, smirnov_sf
 
 
 @pytest.mark.parametrize("n1,n2", [(50, 80), (3000, 7000), (20_000, 15_000)])
@@ -17,8 +18,35 @@ def test_statistic_and_pvalue_equal_scipy_including_ties(n1, n2):
     p, method, d = ks_pvalue(raw_d, n1, n2, r.values["x"], cur)
     expected = stats.ks_2samp(ref, cur)
     assert method == ("exact" if max(n1, n2) <= 10_000 else "asymp")
-    assert d == expected.statistic and p == expected.pvalue, "bit-identical statistic and p-value"
+    assert d == expected.statistic, "bit-identical statistic"
+    # the p-value: scipy's own where scipy is cheap; where it sums the exact one-sided tail, our
+    # windowed sum of the same terms agrees to rounding (avops.drift.smirnov)
+    assert p == pytest.approx(expected.pvalue, rel=1e-12, abs=0.0)
     assert raw_d == pytest.approx(expected.statistic, abs=1e-15), "exact mode snaps D to its lattice; ours is the unsnapped value"
+
+
+def test_kstwo_sf_equals_scipy_in_every_branch():
+    """Every regime of scipy's ``kstwo.sf``: small n, tiny and huge statistics, the exact-sum band, n > 1e6."""
+    rng = np.random.default_rng(11)
+    checked = fast = 0
+    for n in [50, 140, 141, 1012, 1013, 8571, 60_000, 499_999, 1_000_000, 1_000_001, 3_000_000]:
+        for d in np.concatenate([rng.uniform(np.sqrt(2.2 / n), min(0.49, np.sqrt(369.0 / n)), 6 if n < 100_000 else 1),
+                                 [0.3 / n, 0.9 / n, np.sqrt(1.0 / n), np.sqrt(19.0 / n), 0.5, 0.97]]):
+            ours, theirs = kstwo_sf(float(d), float(n)), float(stats.kstwo.sf(d, n))
+            assert ours == pytest.approx(theirs, rel=1e-11, abs=1e-300), (n, d)
+            checked += 1
+            fast += 1013 <= n <= 1_000_000 and 2.2 <= n * d * d < 370
+    assert checked == 112 and fast >= 25, "the fast branch was exercised"
+
+
+def test_the_windowed_tail_sum_matches_a_40_digit_computation():
+    """Independent of scipy: the Birnbaum–Tingey sum in mpmath, every term, at n = 20,000."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    n, d = 20_000, mpmath.mpf("0.031")
+    total = mpmath.fsum(mpmath.binomial(n, v) * (d + mpmath.mpf(v) / n) ** (v - 1) * (1 - d - mpmath.mpf(v) / n) ** (n - v)
+                        for v in range(int(n * (1 - d)) + 1)) * d
+    assert smirnov_sf(n, 0.031) == pytest.approx(float(total), rel=1e-12)
 
 
 def test_right_ranks_are_searchsorted_right():
