@@ -37,6 +37,7 @@ class Ecu:
     name: str
     hardware_id: str
     firmware: str
+    soc: str | None = None  # the SoC catalog entry models for this ECU are compiled for (adas_domain: the cohort's soc)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,16 @@ class Cohort:
         if self.dbc.startswith("opendbc:") or Path(self.dbc).is_absolute():
             return self.dbc
         return str((self.base_dir / self.dbc).resolve())
+
+    def ecu(self, name: str) -> Ecu | None:
+        return next((e for e in self.ecus if e.name == name), None)
+
+    def soc_of(self, ecu: str) -> str | None:
+        """The SoC an ECU's models are compiled for: the cohort's own for the ADAS domain controller."""
+        e = self.ecu(ecu)
+        if e is None:
+            return None
+        return e.soc or (self.soc if e.name == "adas_domain" else None)
 
     def vehicle_ids(self) -> list[str]:
         """Pseudonymous, stable vehicle ids (no VINs leave the registry)."""
@@ -123,7 +134,11 @@ def _cohort(d: Any, where: str, base_dir: Path) -> Cohort:
         ew = f"{where} ecus[{i}]"
         if not isinstance(e, dict):
             raise RegistryError(f"{ew}: must be a mapping")
-        ecus.append(Ecu(str(_req(e, "name", ew, str)), str(_req(e, "hardware_id", ew, str)), str(_req(e, "firmware", ew, (str, int, float)))))
+        soc = e.get("soc")
+        if soc is not None and not isinstance(soc, str):
+            raise RegistryError(f"{ew}: field 'soc' must be a SoC id from config/socs.yaml, got {soc!r}")
+        ecus.append(Ecu(str(_req(e, "name", ew, str)), str(_req(e, "hardware_id", ew, str)), str(_req(e, "firmware", ew, (str, int, float))),
+                        soc))
     count = _req(d, "vehicle_count", where, int)
     if count < 1:
         raise RegistryError(f"{where}: vehicle_count must be at least 1")

@@ -188,6 +188,9 @@ def _checkpoint(lin: Lineage, ck: _Checker, parent: str, rec: dict, cohort: str)
                         "history": [f"{e.at[:19]} {e.kind} {e.from_value or ''}->{e.to_value or ''} by {e.actor}: {e.reason[:120]}"
                                     for e in ck.registry.history(mv.name, mv.version)]})
     _gates(lin, ck, node.id, mv)
+    if mv.name == "maintenance":
+        _maintenance_inputs(lin, ck, node.id, mv.lineage, cohort)
+        return
     prov_digest = mv.lineage.get("provenance_sha256")
     if not prov_digest:
         node.problems.append("no provenance record in the registry lineage")
@@ -202,6 +205,26 @@ def _checkpoint(lin: Lineage, ck: _Checker, parent: str, rec: dict, cohort: str)
     prov_node.detail = {"seed": prov.get("seed"), "hyperparameters": prov.get("hyperparameters"), "code": prov.get("code"),
                         "libraries": prov.get("libraries")}
     _dataset(lin, ck, prov_node.id, prov.get("dataset", {}), prov.get("cohort", cohort))  # the cohort whose data trained it
+
+
+def _maintenance_inputs(lin: Lineage, ck: _Checker, parent: str, lineage: dict, cohort: str) -> None:
+    """A maintenance model: the feature table it was trained on (down to the landed drive files), the
+    workshop export that labelled it, and the drift reference it is monitored against."""
+    fm = lineage.get("feature_manifest")
+    if fm:
+        fnode = lin.add(Node(f"features:{fm}", "feature table", f"features/telemetry[{cohort}]"), parent, "trained on")
+        body = ck.manifest(fnode, fm)
+        if body is not None:
+            fnode.detail = {"feature_versions": body.get("feature_versions"), "catalog_version": body.get("catalog_version")}
+            if body.get("raw_manifest"):
+                _raw(lin, ck, fnode.id, body["raw_manifest"], cohort)
+    if lineage.get("service_orders_sha256"):
+        lin.add(Node(f"workshop:{lineage['service_orders_sha256']}", "workshop export", f"workshop/{cohort}/service_orders.csv (labels)",
+                     lineage["service_orders_sha256"], None, {"note": "the dealer system's export as read at training time"}),
+                parent, "labelled by")
+    if lineage.get("reference_sha256"):
+        lin.add(ck.object(Node(f"reference:{lineage['reference_sha256']}", "drift reference", "telemetry it was trained on, sorted"),
+                          lineage["reference_sha256"]), parent, "monitored against")
 
 
 def _gates(lin: Lineage, ck: _Checker, parent: str, mv) -> None:

@@ -62,10 +62,11 @@ def demo_command(profile: str, cohorts: tuple[str, ...], campaign_round: bool) -
     if not failed:
         _release(lay, selected)
         _ota(lay, registry, selected)
+    if not failed:  # the season first: a campaign round later retrains every cohort's maintenance model anyway
+        _drift_round(instance, registry, lay, profile, selected)
     if not failed and campaign_round:
         _campaign_round(job, instance, registry, lay, profile, selected)
     if not failed:
-        _drift_round(instance, registry, lay, profile, selected)
         _line_round(instance, lay)
     if not failed:
         _dossiers(instance, registry, lay, selected)
@@ -185,6 +186,14 @@ def _print_engines(lay, registry, cohorts: list[str]) -> None:
                     why = f"not buildable here ({soc.toolchain}): needs a GPU executor, job compile_engines_gpu" \
                         if soc.toolchain == "tensorrt" else f"not buildable here ({soc.toolchain})"
             table.add_row(c, target, "", f"[yellow]{why}[/]")
+        m = datasets.current(store, lay.refs, compiling.MAINTENANCE_ENGINES, c)
+        if m is not None and m.body.get("skipped"):
+            table.add_row(c, "gateway (maintenance)", "", f"[yellow]not compiled: {m.body['skipped']}[/]")
+        elif m is not None:
+            parts = [f"v{r['model_version']} {r['precision']} {r['budget'].get('latency_ms_target_estimate', 0):.3f} ms "
+                     f"|Δ|≤{max(x['max_abs_diff_mm'] for x in r['parity']['components'].values()):.0e} mm" for r in m.body["engines"]]
+            ok = all(r["status"] == "ok" for r in m.body["engines"])
+            table.add_row(c, f"{m.body['soc']} gateway (maintenance)", "; ".join(parts), "[green]built[/]" if ok else "[red]blocked[/]")
     _show(table)
 
 
@@ -221,8 +230,8 @@ def _ota(lay, registry, cohorts: list[str], rollback_one: bool = False) -> None:
         if r.cohort not in cohorts:
             continue
         c = registry.cohort(r.cohort)
-        hw = next(e.hardware_id for e in c.ecus if e.name == "adas_domain")
-        sims = {v: SimulatedVehicle(lay, c.id, v, hw) for v in r.vehicles}
+        ecu, hw = _ecu_of(lay, r.cohort, r.component)
+        sims = {v: SimulatedVehicle(lay, c.id, v, hw, ecu=ecu) for v in r.vehicles}
         action, healthy = "waiting", 0
         for _ in range(len(r.waves) + 1):
             now = datetime.now(timezone.utc)
@@ -232,23 +241,25 @@ def _ota(lay, registry, cohorts: list[str], rollback_one: bool = False) -> None:
             healthy = len(verdict.healthy)
             if action in ("complete", "rolled_back", "paused"):
                 break
-        table.add_row(r.cohort, r.rollout_id, " → ".join(str(n) for n in r.waves), action, f"{healthy}/{len(r.vehicles)}")
+        table.add_row(r.cohort, f"{r.component} on {ecu}: {r.rollout_id}", " → ".join(str(n) for n in r.waves), action, f"{healthy}/{len(r.vehicles)}")
         if action == "complete":
             rolled.append(r)
     _show(table)
     if not rollback_one:
         return
-    for r in rolled:  # a component rollback, timed, on the first cohort that has a previous image to go back to
+    # a component rollback, timed, on the first cohort that has a previous image to go back to (perception first)
+    for r in sorted(rolled, key=lambda r: r.component != "perception"):
         if r.previous_sha256 is None:
             continue
         before = metadata_state(lay)
-        rb = rollback(lay, r.cohort, r.component, "avops demo: roll perception back fleet-wide")
+        rb = rollback(lay, r.cohort, r.component, f"avops demo: roll {r.component} back fleet-wide")
         record_in_registry(ModelRegistry.local(lay), rb, "avops demo", "demo rollback")
         _print_rollback(rb, before, metadata_state(lay))
         c = registry.cohort(r.cohort)  # the fleet's next update cycle: every vehicle verifies and boots the old image
-        hw = next(e.hardware_id for e in c.ecus if e.name == "adas_domain")
+        ecu, hw = _ecu_of(lay, r.cohort, r.component)
         t0 = time.perf_counter()
-        reports = [SimulatedVehicle(lay, c.id, v, hw).cycle(rb.rollout_id, r.component, datetime.now(timezone.utc)) for v in r.vehicles]
+        reports = [SimulatedVehicle(lay, c.id, v, hw, ecu=ecu).cycle(rb.rollout_id, r.component, datetime.now(timezone.utc))
+                   for v in r.vehicles]
         keys = registered_keys(lay)
         verified = [verify_report(rep, keys)[0] for rep in reports]  # signed post-boot reports, not installer claims
         back = sum(v is not None and v.booted and v.installed_sha256 == rb.to_sha256 for v in verified)
@@ -257,6 +268,14 @@ def _ota(lay, registry, cohorts: list[str], rollback_one: bool = False) -> None:
         return
     console.print("[yellow]OTA rollback: no cohort has received two packages yet (the second round's candidates were "
                   "blocked or not built), so there is no previous image to roll back to[/]")
+
+
+def _ecu_of(lay, cohort: str, component: str) -> tuple[str, str]:
+    """The ECU (name, hardware id) the cohort's director assigns the component to."""
+    from avops.rollout.controller import director_entry
+
+    custom = director_entry(lay, cohort, component).unrecognized_fields.get("custom", {})
+    return str(custom["ecu_identifier"]), str(custom["hardware_id"])
 
 
 def _print_rollback(rb, before: dict, after: dict) -> None:
@@ -338,7 +357,8 @@ def _dossiers(instance, registry, lay, cohorts: list[str]) -> None:
         meta = result.asset_materializations_for_node(dossiers_asset.op.name)[0].metadata
         folder = Path(meta["folder"].value)
         problems, _ = verify_folder(folder)
-        table.add_row(c, ("" if packaged else "no package · ") + str(meta["gates_verdict"].value)[:48], str(meta["open_items"].value),
+        packaged = packaged and not json.loads((folder / "dossier.json").read_text()).get("no_package")  # perception shipped
+        table.add_row(c, ("" if packaged else "no perception package · ") + str(meta["gates_verdict"].value)[:48], str(meta["open_items"].value),
                       "[green]verified[/]" if not problems else f"[red]{len(problems)} problem(s)[/]", str(folder / "dossier.html"))
         checked = checked or (folder if packaged else None)
     _show(table)
@@ -426,6 +446,28 @@ def _campaign_round(job, instance, registry, lay, profile: str, cohorts: list[st
                        "shadow": _shadow_rates(lay, c)})
     atomic_write_json(record, {"rounds": rounds})
     _print_round({"rounds": rounds})
+
+
+def _ship_maintenance(instance, registry, lay, cohort: str) -> None:
+    """What the automation does after a retrain (eager, behind blocking checks): the new production model's gateway
+    engine, the compatibility matrix, the signed package (only the changed component is re-released) and its rollout."""
+    import dagster as dg
+
+    from avops_assets.definitions import MAIN_JOB, defs
+    from avops_assets.defs.compile.assets import COMPATIBILITY, MAINTENANCE_ENGINES
+    from avops_assets.defs.ota.assets import PACKAGES
+    from avops_assets.defs.ota.rollouts import ROLLOUTS
+
+    keys = [MAINTENANCE_ENGINES, COMPATIBILITY, PACKAGES, ROLLOUTS]
+    t0 = time.monotonic()
+    result = defs().resolve_job_def(MAIN_JOB).execute_in_process(
+        partition_key=cohort, instance=instance, asset_selection=keys, raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}, tags={"avops/trigger": "automation"})
+    _print_runs("the retrained model to the fleet (maintenance engine -> compatibility -> package -> rollout)",
+                {cohort: _outcome(result, time.monotonic() - t0)})
+    if result.success:
+        _print_engines(lay, registry, [cohort])
+        _ota(lay, registry, [cohort])
 
 
 def _print_maintenance(lay, reg, cohorts: list[str], title: str) -> None:
@@ -526,6 +568,8 @@ def _drift_round(instance, registry, lay, profile: str, cohorts: list[str]) -> N
                                         run_config=quiet)
         _print_runs(f"drift-triggered retrain ({RETRAIN_JOB})", {req.partition_key: _outcome(result, time.monotonic() - t0)})
     _print_maintenance(lay, reg, [target.id], f"{target.id} after the drift-triggered retrain")
+    if second.run_requests:
+        _ship_maintenance(instance, registry, lay, target.id)
     summary = (f"{target.id} on {new_cal}: drift in {', '.join(verdict.drifted) or 'nothing'}; "
                f"{len(second.run_requests)} retrain request(s) for {', '.join(r.partition_key for r in second.run_requests) or 'no cohort'}")
     atomic_write_json(record, {"summary": summary, "verdict": verdict.to_dict()})

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from avops.drift import monitor
-from avops.features.tables import build_feature_table
+from avops.features.tables import build_feature_table, load_feature_table
 from avops.fleet.simulator import Season, simulate_fleet
 from avops.fleet_registry import load_registry, project_root
 from avops.home import HomeLayout
@@ -21,6 +21,7 @@ from avops.maintenance.config import ComponentGate, ComponentSpec, load_maintena
 from avops.maintenance.model import evaluate_lovo, judge
 from avops.maintenance.service import SERVICE_COLUMNS, load_service_orders
 from avops.registry import ModelRegistry
+from avops.store import ObjectStore
 from avops_assets.definitions import defs
 from avops_assets.jobs import RETRAIN_JOB
 from avops_assets.partitions import COHORTS
@@ -32,10 +33,12 @@ FLEET = {
     "cohorts": [
         {"id": OLD, "platform": "vw-mqb-phev", "model_year": 2022, "soc": "xavier", "region": "eu", "vehicle_count": 3,
          "dbc": "opendbc:vw_mqb", "powertrain_calibration": "PTC-MQB-22.4", "loggers": ["blf", "blf", "asc"],
-         "ecus": [{"name": "adas_domain", "hardware_id": "NV-XAVIER-AGX-32", "firmware": "5.2.6"}]},
+         "ecus": [{"name": "adas_domain", "hardware_id": "NV-XAVIER-AGX-32", "firmware": "5.2.6"},
+                  {"name": "gateway", "hardware_id": "GW-MQB-H2", "firmware": "0412", "soc": "s32g3"}]},
         {"id": NEW, "platform": "vw-mqb-phev", "model_year": 2024, "soc": "orin", "region": "eu", "vehicle_count": 3,
          "dbc": "opendbc:vw_mqb", "powertrain_calibration": "PTC-MQB-24.1", "loggers": ["blf", "blf", "blf"],
-         "ecus": [{"name": "adas_domain", "hardware_id": "NV-ORIN-X-64", "firmware": "6.0.8"}]},
+         "ecus": [{"name": "adas_domain", "hardware_id": "NV-ORIN-X-64", "firmware": "6.0.8"},
+                  {"name": "gateway", "hardware_id": "GW-MQB-H3", "firmware": "0520", "soc": "s32g3"}]},
     ],
     "simulation": {"seed": 11, "start_date": "2026-01-10",
                    "profiles": {"pdm": {"drives_per_vehicle": 6, "drive_seconds": 40, "days_between_drives": 30, "camera_hz": 1,
@@ -241,3 +244,91 @@ def test_field_accuracy_on_measurements_recorded_after_training_requests_a_retra
     result = _sensor(trained, instance)
     [req] = result.run_requests
     assert req.partition_key == NEW and req.tags["avops/trigger"] == "field_accuracy" and "field accuracy" in req.tags["avops/reason"]
+
+
+def test_the_production_model_ships_to_the_gateway_and_rolls_back_alone(trained):
+    """Engines (parity, budget) -> compatibility -> signed package -> the gateway ECU installs it; a second
+    model version ships as its own release, and rolling maintenance back touches nothing else."""
+    import dataclasses
+
+    from avops.compile import pipeline as cp
+    from avops.compile.socs import load_catalog
+    from avops.fleet.ecus import SimulatedVehicle
+    from avops.maintenance import engines
+    from avops.maintenance.export import export_onnx
+    from avops.ota import packages
+    from avops.ota.rollback import rollback
+    from avops.ota.uptane import metadata_state
+    from avops.rollout.reports import verify_report
+    from avops.rollout.vehicle_keys import registered_keys
+
+    home, config, socs = trained["home"], trained["config"], load_catalog()
+    fleet = load_registry(trained["registry_path"])
+    cohort = fleet.cohort(NEW)
+    reg = ModelRegistry.local(home)
+    m, [rec] = engines.build_engines(home, reg, cohort, config, socs, measure_runs=20)
+    par = rec["parity"]["components"]["brake_pads"]
+    assert (rec["soc"], rec["ecus"][0]["name"], rec["status"]) == ("s32g3", "gateway", "ok"), rec["parity"]
+    assert par["rows"] >= 10 and par["max_abs_diff_mm"] <= config.parity_max_mm and par["decision_flips"] == 0
+    assert rec["source_checkpoint_sha256"] == pipeline.production(reg, NEW).artifact_sha256
+    assert rec["budget"]["passed"] and rec["budget"]["latency_budget_ms"] == socs["s32g3"].latency_budget_ms
+
+    # parity can fail: an engine with shifted weights is caught
+    _, comps = pipeline.load_checkpoint(ObjectStore(home.objects), rec["source_checkpoint_sha256"])
+    X = load_feature_table(home, NEW)[1].to_pandas()
+    X.loc[X.index[0], comps["brake_pads"].features[0]] = np.nan  # a feature the bus did not deliver: imputed in both
+    assert engines.parity(comps, export_onnx(comps, {}), X, config.parity_max_mm)["passed"]
+    bad = {"brake_pads": dataclasses.replace(comps["brake_pads"], intercept=comps["brake_pads"].intercept + 0.05)}
+    assert not engines.parity(comps, export_onnx(bad, {}), X, config.parity_max_mm)["passed"]
+
+    # the matrix: allowed on this cohort's gateway, refused on vehicles without one
+    all_engines = cp.all_engines(home, fleet.cohort_ids)
+    matrix = cp.compatibility_rows(all_engines, cohort, socs)
+    row = matrix[matrix["engine_sha256"] == rec["engine_sha256"]].iloc[0]
+    assert row["compatible"] and row["ecu"] == "gateway" and row["ecu_hardware_id"] == "GW-MQB-H3"
+    no_gateway = dataclasses.replace(cohort, id="no-gateway", ecus=tuple(e for e in cohort.ecus if e.name != "gateway"))
+    assert "no gateway ECU" in cp.compatibility(rec, no_gateway, socs)[1]
+
+    pkg = packages.build_and_publish(home, cohort, matrix, all_engines, "run-1")
+    [release] = pkg.releases
+    assert release.ecu_identifier == "gateway" and release.hardware_id == "GW-MQB-H3" and release.path.startswith("maintenance/s32g3/")
+    vehicle = cohort.vehicle_ids()[0]
+    gateway = SimulatedVehicle(home, NEW, vehicle, "GW-MQB-H3", ecu="gateway")
+    report, why = verify_report(gateway.cycle(release.rollout_id, "maintenance", datetime.now(timezone.utc)), registered_keys(home))
+    assert report is not None and report.booted and report.installed_sha256 == rec["engine_sha256"], why
+    adas = SimulatedVehicle(home, NEW, vehicle, "NV-ORIN-X-64")
+    assert adas.primary.update(adas.sources(), datetime.now(timezone.utc)).installed == [], "the ADAS ECU is not assigned the gateway's model"
+
+    # publishing again with nothing changed keeps the release (no new counter, no new rollout)
+    again = packages.build_and_publish(home, cohort, matrix, all_engines, "run-2")
+    assert again.releases == pkg.releases
+
+    # a second model version (other shrinkage) ships as release 2; rolling maintenance back re-signs only the director
+    strict = dataclasses.replace(config, components=tuple(dataclasses.replace(c, ridge_alpha=200.0) for c in config.components))
+    v2 = pipeline.train(home, reg, cohort, strict, "test")
+    assert pipeline.production(reg, NEW).version == v2.version.version
+    _, [rec2] = engines.build_engines(home, reg, cohort, config, socs, measure_runs=20)
+    assert rec2["engine_sha256"] != rec["engine_sha256"]
+    all_engines = cp.all_engines(home, fleet.cohort_ids)
+    mm, rows = cp.publish_compatibility(home, cohort, fleet.cohort_ids, socs)
+    pkg2 = packages.build_and_publish(home, cohort, rows, all_engines, "run-3")
+    packages.publish_manifest(home, pkg2, mm.digest)
+    [r2] = pkg2.releases
+    assert r2.release_counter == release.release_counter + 1 and r2.rollout_id != release.rollout_id
+    before = metadata_state(home)
+    rb = rollback(home, NEW, "maintenance", "test: field complaints")
+    after = metadata_state(home)
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    assert changed and all(k.startswith(f"director/{NEW}/") for k in changed), changed
+    assert rb.to_sha256 == rec["engine_sha256"] and rb.release_counter == r2.release_counter + 1
+    report, _ = verify_report(gateway.cycle(rb.rollout_id, "maintenance", datetime.now(timezone.utc)), registered_keys(home))
+    assert report.booted and report.installed_sha256 == rec["engine_sha256"]
+
+    # the package's lineage runs from the gateway engine down to the landed drive files and the workshop export, verified
+    from avops.lineage import package_lineage
+
+    lin = package_lineage(home, NEW, reg, None)
+    kinds = {n.kind for n in lin.nodes.values()}
+    assert {"engine", "attestation", "checkpoint", "gate result", "feature table", "raw drives", "landed file",
+            "workshop export", "drift reference"} <= kinds, kinds
+    assert lin.problems == []

@@ -40,14 +40,15 @@ def main(path: str, runs: int) -> dict:
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape]
+    inp = sess.get_inputs()[0]  # camera frames for perception, one feature row for maintenance
+    shape = [d if isinstance(d, int) else 1 for d in inp.shape]
     x = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
     for _ in range(5):
-        sess.run(None, {"images": x})
+        sess.run(None, {inp.name: x})
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        sess.run(None, {"images": x})
+        sess.run(None, {inp.name: x})
         times.append((time.perf_counter() - t0) * 1000)
     peak = _status_mb("VmHWM")
     return {"latency_ms_median": float(np.median(times)), "latency_ms_p95": float(np.percentile(times, 95)),

@@ -31,6 +31,7 @@ from avops.versioning.base import DatasetRepository
 ENGINES = "compile/engines"
 SIL_ENGINES = "compile/sil_engines"
 COMPATIBILITY = "compile/compatibility"
+MAINTENANCE_ENGINES = "compile/maintenance_engines"
 COMPILE_VERSION = "1"
 CALIBRATION_SPLIT = "val"  # the curated set's calibration split: never train, never test
 
@@ -203,7 +204,7 @@ def all_engines(home: HomeLayout, cohorts: list[str]) -> list[dict]:
     """The current engines of every cohort (vehicle targets and SIL)."""
     store = ObjectStore(home.objects)
     out = []
-    for key in (ENGINES, SIL_ENGINES):
+    for key in (ENGINES, SIL_ENGINES, MAINTENANCE_ENGINES):
         for c in cohorts:
             m = datasets.current(store, home.refs, key, c)
             if m is not None:
@@ -218,15 +219,25 @@ def publish_compatibility(home: HomeLayout, cohort: Cohort, cohorts: list[str], 
     return m, rows
 
 
+def engine_ecu(engine: dict) -> str:
+    """The ECU an engine is built for (perception: the ADAS domain controller)."""
+    return (engine.get("ecus") or [{"name": "adas_domain"}])[0]["name"]
+
+
 def compatibility(engine: dict, cohort: Cohort, socs: dict[str, Soc]) -> tuple[bool, str]:
     """Can this cohort's vehicles run this engine? Reasons name the first thing that rules it out."""
-    soc = socs.get(cohort.soc)
+    ecu = engine_ecu(engine)
+    if cohort.ecu(ecu) is None:
+        return False, f"{cohort.id} vehicles have no {ecu} ECU"
+    soc_id = cohort.soc_of(ecu)
+    soc = socs.get(soc_id) if soc_id else None
     if soc is None:
-        return False, f"cohort SoC {cohort.soc!r} is not in the SoC catalog"
+        return False, f"{cohort.id}'s {ecu} SoC {soc_id!r} is not in the SoC catalog"
     if engine["status"] != "ok":
         return False, "engine is blocked by its parity or budget check"
-    if engine["soc"] != cohort.soc:
-        return False, f"built for {engine['soc']}, vehicles have {cohort.soc}"
+    if engine["soc"] != soc_id:
+        where = "" if ecu == "adas_domain" else f" on their {ecu}"
+        return False, f"built for {engine['soc']}, vehicles have {soc_id}{where}"
     if engine["precision"] not in soc.precisions:
         return False, f"{soc.id} cannot execute {engine['precision']} (supports {', '.join(soc.precisions)})"
     lo, hi = soc.opset
@@ -245,20 +256,21 @@ def compatibility_rows(engines: list[dict], cohort: Cohort, socs: dict[str, Soc]
     rows = []
     for e in engines:
         ok, why = compatibility(e, cohort, socs)
+        ecu, soc_id = cohort.ecu(engine_ecu(e)), cohort.soc_of(engine_ecu(e))
         rows.append({"engine_sha256": e["engine_sha256"], "component": e["component"], "built_for": e["cohort"], "soc": e["soc"],
                      "precision": e["precision"], "toolchain": f"{e['toolchain']} {e['toolchain_version']}", "cohort": cohort.id,
-                     "model_year": cohort.model_year, "ecu_hardware_id": adas.hardware_id if adas else None,
-                     "ecu_firmware": adas.firmware if adas else None,
-                     "vehicle_runtime": f"{socs[cohort.soc].toolchain} {socs[cohort.soc].toolchain_version(cohort.model_year)}"
-                     if cohort.soc in socs else None, "compatible": ok, "reason": why})
+                     "model_year": cohort.model_year, "ecu": engine_ecu(e), "ecu_hardware_id": ecu.hardware_id if ecu else None,
+                     "ecu_firmware": ecu.firmware if ecu else None,
+                     "vehicle_runtime": f"{socs[soc_id].toolchain} {socs[soc_id].toolchain_version(cohort.model_year)}"
+                     if soc_id in socs else None, "compatible": ok, "reason": why})
     for sid, soc in sorted(socs.items()):  # targets this host cannot build at all are listed with the reason
         try:
             ensure_buildable(soc)
         except backends.ToolchainUnavailable as exc:
             rows.append({"engine_sha256": None, "component": MODEL, "built_for": None, "soc": sid, "precision": ",".join(soc.precisions),
-                         "toolchain": soc.toolchain, "cohort": cohort.id, "model_year": cohort.model_year,
+                         "toolchain": soc.toolchain, "cohort": cohort.id, "model_year": cohort.model_year, "ecu": "adas_domain",
                          "ecu_hardware_id": adas.hardware_id if adas else None, "ecu_firmware": adas.firmware if adas else None,
                          "vehicle_runtime": None, "compatible": False, "reason": f"not buildable here: {exc}"})
-    return pd.DataFrame(rows, columns=["engine_sha256", "component", "built_for", "soc", "precision", "toolchain", "cohort", "model_year",
+    return pd.DataFrame(rows, columns=["engine_sha256", "component", "built_for", "soc", "precision", "toolchain", "cohort", "model_year", "ecu",
                                        "ecu_hardware_id", "ecu_firmware", "vehicle_runtime", "compatible", "reason"])
 

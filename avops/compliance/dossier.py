@@ -89,12 +89,26 @@ def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None =
     for n in lin.nodes.values():
         by_kind.setdefault(n.kind, []).append(n)
     pkg = rel = eng = None
+    others: list[dict] = []
     if no_package is None:
         pkg_node = by_kind["package"][0]
         pkg = datasets.Manifest(pkg_node.digest, store.get_json(pkg_node.digest))
-        rel = datasets.read_table(store, pkg, "releases").to_pylist()[0]
-        eng = {e["engine_sha256"]: e for e in pkg.body["engines"]}[rel["sha256"]]
-        mv = registry.get(eng["component"], int(eng["model_version"]))
+        engines = {e["engine_sha256"]: e for e in pkg.body["engines"]}
+        releases = datasets.read_table(store, pkg, "releases").to_pylist()
+        rel = next((r for r in releases if engines[r["sha256"]]["component"] == "perception"), None)
+        others = [{"component": engines[r["sha256"]]["component"], "ecu": r.get("ecu"), "target": r["path"], "sha256": r["sha256"],
+                   "model_version": engines[r["sha256"]]["model_version"], "release_counter": r["release_counter"]}
+                  for r in releases if r is not rel]
+        if rel is None:  # the package carries other components only (perception is not built for this SoC here)
+            lin, mv = _model_lineage(home, cohort, registry, repo)
+            no_package = f"the package carries no perception engine; {ota_packages.why_no_package(home, cohort)}"
+            by_kind = {}
+            for n in lin.nodes.values():
+                by_kind.setdefault(n.kind, []).append(n)
+            pkg = None
+        else:
+            eng = engines[rel["sha256"]]
+            mv = registry.get(eng["component"], int(eng["model_version"]))
     prov = store.get_json(mv.lineage["provenance_sha256"])
     gate_events = audit_events(registry, "gate_result", f"{mv.name}/v{mv.version}")
     evidence = store.get_json(json.loads(gate_events[-1].entry)["data"]["evidence_sha256"]) if gate_events else None
@@ -147,14 +161,15 @@ def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None =
         "architecture": {"architecture": prov.get("architecture"), "classes": prov.get("classes"),
                          "hyperparameters": prov.get("hyperparameters"), "epochs_trained": len(prov.get("training_curve", [])),
                          "compute": "CPU training (torch CPU build); see frameworks"},
-        "change_log": [{"at": h["at"], "kind": h["kind"], "path": h["path"], "model_version": h.get("model_version"),
+        "change_log": [{"at": h["at"], "kind": h["kind"], "component": h["component"], "path": h["path"], "model_version": h.get("model_version"),
                         "release_counter": h["release_counter"], "reason": h.get("reason")} for h in history],
         "audit": {"gate_result_events": [e.index for e in gate_events]},
         "approvals": [{"event": e.index, "at": e.at, **json.loads(e.entry)["data"]}
                       for e in audit_events(registry, "approval", f"{mv.name}/v{mv.version}")],
         "software_identification": None if rel is None else {"rxswin": rxswin, "ecu": adas.name if adas else None,
                                     "hardware_id": adas.hardware_id if adas else None, "component": eng["component"],
-                                    "target": rel["path"], "model_version": mv.version},
+                                    "target": rel["path"], "model_version": mv.version,
+                                    "other_components": others},
         "configuration_change": None if rel is None else {"before": {"path": previous["path"], "sha256": previous["sha256"],
                                             "model_version": previous.get("model_version")} if previous else None,
                                  "after": {"path": rel["path"], "sha256": rel["sha256"], "model_version": mv.version}},

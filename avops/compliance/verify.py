@@ -98,7 +98,9 @@ def _chain(doc: dict, copies: dict[str, bytes], folder: Path) -> list[str]:
             if rec["source_onnx_sha256"] not in copies:
                 out.append(f"the ONNX model {rec['source_onnx_sha256'][:12]} the engine was compiled from is not among the artifacts")
     nodes = doc["lineage"]["nodes"]
-    att = next((n for n in nodes if n["kind"] == "attestation"), None)
+    # the attestation of the dossier's engine (a package may ship other components, each attested)
+    attested = {e["to"] for e in doc["lineage"].get("edges", []) if e["from"] == f"engine:{engine}" and e["relation"] == "attested by"}
+    att = next((n for n in nodes if n["kind"] == "attestation" and n["id"] in attested), None)
     if att and engine and att["digest"] in copies and engine in copies:
         keys = list(_keys(folder / "keys" / "attestation.json").values())
         found = ota_packages.verify(json.loads(copies[att["digest"]]), keys, copies[engine], subj["engine"])

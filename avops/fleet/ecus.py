@@ -1,4 +1,4 @@
-"""Simulated vehicles' ADAS ECUs: verify and install over Uptane, boot, run the model, report signed.
+"""Simulated vehicles' ECUs (the ADAS domain controller, the gateway): verify and install over Uptane, boot, run the model, report signed.
 
 Each vehicle has its own ed25519 key (registered with the platform, as a manufacturer would at
 end of line) and an Uptane primary state. After installing, it "boots": it hashes the image it
@@ -31,10 +31,11 @@ class SimulatedVehicle:
     def __init__(self, home: HomeLayout, cohort: str, vehicle_id: str, hardware_id: str, ecu: str = "adas_domain") -> None:
         self.home, self.cohort, self.vehicle_id = home, cohort, vehicle_id
         self.dir = home.root / "fleet_ecus" / cohort / vehicle_id
-        self.primary = Primary(self.dir / "ecu", Ecu(ecu, hardware_id, vehicle_id))
+        # one Uptane client per ECU; the vehicle's report key is shared (the primary signs for the vehicle)
+        self.primary = Primary(self.dir / ("ecu" if ecu == "adas_domain" else f"ecu-{ecu}"), Ecu(ecu, hardware_id, vehicle_id))
         self._signer = self._key()
         ota = home.root / "ota"
-        if not (self.dir / "ecu" / "image" / "metadata" / "root.json").exists():
+        if not (self.primary.dir / "image" / "metadata" / "root.json").exists():
             self.primary.init((ota / "image/metadata/1.root.json").read_bytes(), (ota / f"director/{cohort}/metadata/1.root.json").read_bytes())
 
     def _key(self) -> Signer:
@@ -68,7 +69,7 @@ class SimulatedVehicle:
         inst = self.primary.installed().get(component)
         booted, sha, health = False, None, {}
         if inst is not None:
-            image = self.dir / "ecu" / "images" / component / f"{inst.sha256}.bin"
+            image = self.primary.dir / "images" / component / f"{inst.sha256}.bin"
             data = image.read_bytes()
             if fault == "corrupt_flash":
                 data = data[:-1] + bytes([data[-1] ^ 0xFF])
@@ -84,13 +85,16 @@ class SimulatedVehicle:
     @staticmethod
     def _health(engine: bytes, slow: bool) -> dict:
         try:
-            from avops.compile.backends import OrtEngineDetector
+            import onnxruntime as ort
 
-            det = OrtEngineDetector(engine, threads=1)
-            x = np.random.default_rng(0).uniform(0, 255, (1, 96, 96, 3)).astype(np.float32)
-            det.raw(x)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1
+            sess = ort.InferenceSession(engine, so, providers=["CPUExecutionProvider"])
+            inp = sess.get_inputs()[0]  # a camera frame for perception, a feature row for maintenance
+            x = np.random.default_rng(0).uniform(0, 255, [d if isinstance(d, int) else 1 for d in inp.shape]).astype(np.float32)
+            sess.run(None, {inp.name: x})
             t0 = time.perf_counter()
-            det.raw(x)
+            sess.run(None, {inp.name: x})
             ms = (time.perf_counter() - t0) * 1000
         except Exception as exc:  # noqa: BLE001 - an image that does not load is a failed boot in practice
             return {"inference_ms": float("inf"), "error": str(exc)[:200]}

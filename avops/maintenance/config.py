@@ -48,6 +48,8 @@ class MaintenanceConfig:
     components: tuple[ComponentSpec, ...]
     drift: DriftSettings
     path: str
+    ecu: str = "gateway"  # the vehicle ECU that runs the model (its SoC: the ECU's `soc` in the fleet registry)
+    parity_max_mm: float = 0.01  # engine vs checkpoint, per estimate
 
 
 _GATE_KEYS = {"mae_upper_bound_mm": "max", "skill_vs_mean": "min", "limit_recall": "min_lower_bound"}
@@ -72,4 +74,6 @@ def load_maintenance_config(path: str | Path | None = None) -> MaintenanceConfig
                                       min_samples=int(d.get("min_samples", 500))),
                           int(d.get("min_drifted", 1)), float(d.get("cooldown_hours", 24)), float(d.get("field_mae_max_mm", 2.5)),
                           int(d.get("field_min_measurements", 3)))
-    return MaintenanceConfig(float(raw.get("horizon_days", 90)), tuple(comps), drift, str(p))
+    deploy = raw.get("deploy") or {}
+    return MaintenanceConfig(float(raw.get("horizon_days", 90)), tuple(comps), drift, str(p), str(deploy.get("ecu", "gateway")),
+                             float(deploy.get("parity_max_mm", 0.01)))

@@ -22,7 +22,8 @@ from securesystemslib.signer import Key
 from avops import datasets
 from avops.home import HomeLayout
 from avops.ota.keys import KeyError_, KeyRing
-from avops.ota.uptane import Release, Uptane, release_log, target_path
+from avops.compile.pipeline import engine_ecu
+from avops.ota.uptane import Release, Uptane, release_log, role_for, target_path
 from avops.store import ObjectStore, atomic_write_bytes, sha256_bytes
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -48,15 +49,25 @@ class Package:
     rollout_id: str
 
 
-def select_engines(matrix: pd.DataFrame, engines: list[dict]) -> list[dict]:
-    """Per component, the allowed engine of the most preferred precision (int8, then fp16, then fp32)."""
+def select_engines(matrix: pd.DataFrame, engines: list[dict], cohort: str) -> list[dict]:
+    """Per component, the allowed engine of the most preferred precision (int8, then fp16, then fp32),
+    the cohort's own first.
+
+    Another cohort's engine may run on these vehicles (the matrix says so), but its model was
+    trained and gated on another fleet: it ships only to a cohort that has no engine of its own
+    for that component (a new cohort on a known platform).
+    """
     allowed = set(matrix.loc[matrix["compatible"] & matrix["engine_sha256"].notna(), "engine_sha256"])
     by_component: dict[str, dict] = {}
+
+    def rank(e: dict) -> tuple[int, int]:
+        return (0 if e["cohort"] == cohort else 1, PREFERENCE.index(e["precision"]))
+
     for e in engines:
         if e["engine_sha256"] not in allowed or e["status"] != "ok":
             continue
         best = by_component.get(e["component"])
-        if best is None or PREFERENCE.index(e["precision"]) < PREFERENCE.index(best["precision"]):
+        if best is None or rank(e) < rank(best):
             by_component[e["component"]] = e
     return [by_component[c] for c in sorted(by_component)]
 
@@ -70,7 +81,7 @@ def provenance(e: dict, path: str, run_id: str, started: datetime) -> dict:
     deps = [
         {"uri": f"avops:model/{e['component']}/v{e['model_version']}", "digest": {"sha256": e["source_checkpoint_sha256"]}},
         {"uri": f"avops:onnx/{e['component']}/v{e['model_version']}", "digest": {"sha256": e["source_onnx_sha256"]}},
-        {"uri": f"avops:dataset/curated-sets@{e['dataset_commit']}", "digest": {"sha256": e["dataset_commit"]}},
+        {"uri": e.get("dataset_uri") or f"avops:dataset/curated-sets@{e['dataset_commit']}", "digest": {"sha256": e["dataset_commit"]}},
     ]
     if e.get("calibration_sha256"):
         deps.append({"uri": f"avops:calibration/{e['calibration_split']}", "digest": {"sha256": e["calibration_sha256"]}})
@@ -135,11 +146,26 @@ def sbom(e: dict, cohort: str) -> bytes:
     return JsonV1Dot6(bom).output_as_string(indent=2).encode()
 
 
+def current_release(ota: Uptane, cohort: str, component: str, ecu: str) -> Release | None:
+    """What the cohort's director assigns now to ``ecu`` for ``component`` (None: nothing yet)."""
+    for t in ota.director(cohort).targets().targets.values():
+        c = t.unrecognized_fields.get("custom", {})
+        if c.get("ecu_identifier") == ecu and t.path.startswith(f"{component}/"):
+            return Release(t.path, t.hashes["sha256"], t.length, int(c["release_counter"]), str(c.get("rollout_id", "")), ecu,
+                           str(c.get("hardware_id", "")))
+    return None
+
+
 def build_and_publish(home: HomeLayout, cohort, matrix: pd.DataFrame, engines: list[dict], run_id: str,
                       now: datetime | None = None) -> Package:
-    """Gate, attest, and publish the cohort's package; raises :class:`PackageRefused` with the reason."""
+    """Gate, attest, and publish the cohort's package; raises :class:`PackageRefused` with the reason.
+
+    Components are released independently: one whose director entry already carries the chosen
+    engine keeps its release (no new counter, no new rollout), so retraining the maintenance model
+    never re-rolls an unchanged perception engine, and vice versa.
+    """
     now = now or datetime.now(timezone.utc)
-    chosen = select_engines(matrix, engines)
+    chosen = select_engines(matrix, engines, cohort.id)
     if not chosen:
         reasons = sorted(set(matrix.loc[~matrix["compatible"], "reason"]))[:4]
         raise PackageRefused(f"no engine is allowed for {cohort.id} by the compatibility matrix: {'; '.join(reasons)}")
@@ -149,15 +175,23 @@ def build_and_publish(home: HomeLayout, cohort, matrix: pd.DataFrame, engines: l
         keys = ota.keys.public_keys(ATTESTATION_ROLE)
     except KeyError_:
         keys = ota.keys.generate(ATTESTATION_ROLE)
-    adas = next((x for x in cohort.ecus if x.name == "adas_domain"), None)
-    if adas is None:
-        raise PackageRefused(f"cohort {cohort.id} has no adas_domain ECU in the fleet registry: nothing to install the engine on")
-    rollout_id = f"{cohort.id}-{now.strftime('%Y%m%dT%H%M%S')}"
-    releases, attestations, sboms = [], {}, {}
+    stamp = now.strftime('%Y%m%dT%H%M%S')
+    package_id = f"{cohort.id}-{stamp}"
+    releases, attestations, sboms, fresh = [], {}, {}, []
     for e in chosen:
-        data = store.get_bytes(e["engine_sha256"], verify=True)
+        ecu = cohort.ecu(engine_ecu(e))
+        if ecu is None:
+            raise PackageRefused(f"cohort {cohort.id} has no {engine_ecu(e)} ECU in the fleet registry: nothing to install "
+                                 f"{e['component']} on")
         name = engine_name(e)
         path = target_path(e["component"], e["soc"], name)
+        kept = current_release(ota, cohort.id, e["component"], ecu.name)
+        if kept is not None and kept.path == path and kept.sha256 == e["engine_sha256"]:
+            custom = ota.image().targets(role_for(e["component"], e["soc"])).targets[path].unrecognized_fields.get("custom", {})
+            releases.append(kept)
+            attestations[path], sboms[path] = custom["attestation_sha256"], custom["sbom_sha256"]
+            continue
+        data = store.get_bytes(e["engine_sha256"], verify=True)
         envelope = sign(provenance(e, path, run_id, now), ota.keys)
         problems = verify(envelope, keys, data, path)
         if problems:
@@ -169,17 +203,22 @@ def build_and_publish(home: HomeLayout, cohort, matrix: pd.DataFrame, engines: l
         image = ota.image()
         image.add_target(target_path(e["component"], e["soc"], name + ".intoto.json"), att, role=role)
         image.add_target(target_path(e["component"], e["soc"], name + ".cdx.json"), bom, role=role)
-        releases.append(ota.release(cohort.id, e["component"], e["soc"], name, data, adas.name, adas.hardware_id, rollout_id,
-                                    image_custom={"attestation_sha256": attestations[path], "sbom_sha256": sboms[path],
-                                                  "model_version": e["model_version"], "precision": e["precision"]}))
+        r = ota.release(cohort.id, e["component"], e["soc"], name, data, ecu.name, ecu.hardware_id,
+                        f"{cohort.id}-{e['component']}-{stamp}-{e['engine_sha256'][:8]}",
+                        image_custom={"attestation_sha256": attestations[path], "sbom_sha256": sboms[path],
+                                      "model_version": e["model_version"], "precision": e["precision"]})
+        releases.append(r)
+        fresh.append((e, r))
     log = release_log(home, cohort.id)
     previous = log.read_bytes() if log.exists() else b""
-    lines = b"".join(json.dumps({"at": now.isoformat(), "rollout_id": rollout_id, "run_id": run_id, "component": e["component"],
-                                 "path": r.path, "sha256": r.sha256, "length": r.length, "release_counter": r.release_counter,
-                                 "model_version": e["model_version"], "kind": "release"}, sort_keys=True).encode() + b"\n"
-                     for e, r in zip(chosen, releases))
-    atomic_write_bytes(log, previous + lines)
-    return Package(cohort.id, releases, chosen, attestations, sboms, rollout_id)
+    lines = b"".join(json.dumps({"at": now.isoformat(), "rollout_id": r.rollout_id, "package_id": package_id, "run_id": run_id,
+                                 "component": e["component"], "ecu": r.ecu_identifier, "path": r.path, "sha256": r.sha256,
+                                 "length": r.length, "release_counter": r.release_counter, "model_version": e["model_version"],
+                                 "kind": "release"}, sort_keys=True).encode() + b"\n"
+                     for e, r in fresh)
+    if lines:
+        atomic_write_bytes(log, previous + lines)
+    return Package(cohort.id, releases, chosen, attestations, sboms, package_id)
 
 
 PACKAGES_KEY = "ota/packages"
@@ -210,8 +249,8 @@ def why_no_package(home: HomeLayout, cohort) -> str:
 
 def publish_manifest(home: HomeLayout, pkg: Package, matrix_manifest_sha256: str) -> tuple[datasets.Manifest, list[dict]]:
     """The package as a content-addressed manifest (what lineage and the dossier start from)."""
-    rows = [{"path": r.path, "sha256": r.sha256, "length": r.length, "release_counter": r.release_counter,
-             "attestation_sha256": pkg.attestations[r.path], "sbom_sha256": pkg.sboms[r.path]} for r in pkg.releases]
+    rows = [{"path": r.path, "ecu": r.ecu_identifier, "rollout_id": r.rollout_id, "sha256": r.sha256, "length": r.length,
+             "release_counter": r.release_counter, "attestation_sha256": pkg.attestations[r.path], "sbom_sha256": pkg.sboms[r.path]} for r in pkg.releases]
     m = datasets.publish(ObjectStore(home.objects), home.refs, PACKAGES_KEY, pkg.cohort, {"releases": pa.Table.from_pylist(rows)},
                          {"rollout_id": pkg.rollout_id, "engines": pkg.engines, "matrix_manifest_sha256": matrix_manifest_sha256})
     return m, rows

@@ -83,7 +83,7 @@ def rollback(home: HomeLayout, cohort: str, component: str, reason: str) -> Roll
                       current.get("model_version"), target.get("model_version"), rollout_id)
 
 
-def record_in_registry(registry, rb: RolledBack, actor: str, reason: str, model: str = "perception") -> None:
+def record_in_registry(registry, rb: RolledBack, actor: str, reason: str, model: str | None = None) -> None:
     """The version rolled back to is released again and becomes production; the current one becomes rolled_back.
 
     The rollback itself (what was re-directed, to which digest, how fast) goes to the audit log.
@@ -92,6 +92,7 @@ def record_in_registry(registry, rb: RolledBack, actor: str, reason: str, model:
                  {"cohort": rb.cohort, "component": rb.component, "from_path": rb.from_path, "to_path": rb.to_path,
                   "to_sha256": rb.to_sha256, "release_counter": rb.release_counter, "seconds": rb.seconds,
                   "untouched": rb.untouched, "reason": reason}, actor)
+    model = model or rb.component  # a component is released as the model of the same name
     if rb.component != model or rb.from_model_version is None or rb.to_model_version is None:
         return
     why = f"OTA rollback of {rb.component} for {rb.cohort} ({rb.from_path} -> {rb.to_path}): {reason}"

@@ -37,6 +37,11 @@ def plan_waves(vehicles: list[str], policy: RolloutPolicy, rollout_id: str) -> t
     return order, counts
 
 
+def components(home: HomeLayout, cohort: str) -> list[str]:
+    """The components the cohort's director assigns (one entry each)."""
+    return sorted({p.split("/", 1)[0] for p in Uptane(home).director(cohort).targets().targets})
+
+
 def director_entry(home: HomeLayout, cohort: str, component: str):
     entries = [t for p, t in Uptane(home).director(cohort).targets().targets.items() if p.startswith(f"{component}/")]
     if len(entries) != 1:

@@ -6,7 +6,10 @@ from avops.compile import pipeline as compile_pipeline
 from avops.compile.backends import ToolchainUnavailable
 from avops.compile.socs import load_catalog
 from avops.training.gates import load_gate_policy
+from avops.maintenance import engines as maintenance_engines_lib
+from avops.maintenance.config import load_maintenance_config
 from avops_assets.defs.curation.assets import PROPAGATE
+from avops_assets.defs.maintenance.assets import MODELS as MAINTENANCE_MODELS
 from avops_assets.defs.training.assets import VALIDATED
 from avops_assets.partitions import cohort_partitions
 from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, ModelRegistryResource
@@ -14,6 +17,7 @@ from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, Model
 ENGINES = dg.AssetKey(["compile", "engines"])
 SIL_ENGINES = dg.AssetKey(["compile", "sil_engines"])
 COMPATIBILITY = dg.AssetKey(["compile", "compatibility"])
+MAINTENANCE_ENGINES = dg.AssetKey(["compile", "maintenance_engines"])
 SIL_TARGET = "x86-ecu"
 
 COMMON = dict(group_name="compile", partitions_def=cohort_partitions, code_version=compile_pipeline.COMPILE_VERSION,
@@ -75,9 +79,54 @@ def sil_engines(context: dg.AssetExecutionContext, avops_home: AvopsHome, datase
     return _build(context, SIL_TARGET, compile_pipeline.SIL_ENGINES, avops_home, dataset_versioning, model_registry, fleet)
 
 
-# Depends on the SIL engines only: a TensorRT cohort's `engines` partition fails here (no GPU), and the
-# matrix must still be rebuilt; it reads every cohort's current engine manifests from the store.
-@dg.asset(key=COMPATIBILITY, deps=[SIL_ENGINES], kinds={"json"}, **COMMON)
+@dg.asset(key=MAINTENANCE_ENGINES, deps=[MAINTENANCE_MODELS], kinds={"onnx"}, **COMMON)
+def maintenance_engines(context: dg.AssetExecutionContext, avops_home: AvopsHome, model_registry: ModelRegistryResource,
+                        fleet: FleetRegistryResource) -> dg.MaterializeResult:
+    """Engines of the cohort's production maintenance model for the ECU that runs it (`deploy.ecu` in
+    config/maintenance.yaml, the gateway; its SoC from the fleet registry).
+
+    Parity: the engine's wear estimates on every training row within `parity_max_mm` of the
+    checkpoint, and the same service-due decisions; budgets: the gateway SoC's. A cohort whose
+    maintenance model never passed its gates gets an explicit empty set: its package ships
+    perception alone, and says why.
+    """
+    cohort = fleet.load().cohort(context.partition_key)
+    home = avops_home.layout()
+    try:
+        m, records = maintenance_engines_lib.build_engines(home, model_registry.open(), cohort, load_maintenance_config(), load_catalog())
+    except maintenance_engines_lib.NothingToShip as exc:
+        m = maintenance_engines_lib.publish_skipped(home, cohort, str(exc))
+        context.log.warning(str(exc))
+        return dg.MaterializeResult(metadata={"skipped": str(exc), "manifest_sha256": m.digest}, data_version=dg.DataVersion(m.digest))
+    except (ToolchainUnavailable, LookupError) as exc:
+        raise dg.Failure(str(exc)) from exc
+    parity = {r["precision"]: r["parity"] for r in records}
+    return dg.MaterializeResult(
+        metadata={"soc": m.body["soc"], "ecu": m.body["ecu"], "target": dg.MetadataValue.json(records[0]["target"]),
+                  "engines": dg.MetadataValue.md(_engine_table_maintenance(records)), "engine_records": dg.MetadataValue.json(records),
+                  "parity": dg.MetadataValue.json(parity), "source_onnx_sha256": m.body["source_onnx_sha256"],
+                  "source_checkpoint_sha256": m.body["source_checkpoint_sha256"], "model_version": m.body["model_version"],
+                  "manifest_sha256": m.digest},
+        data_version=dg.DataVersion(m.digest))
+
+
+def _engine_table_maintenance(records: list[dict]) -> str:
+    lines = ["**Maintenance engines (gateway)**", "",
+             "| precision | toolchain | engine | ← onnx | ← checkpoint | parity (max mm) | latency on target | status |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        worst = max((c["max_abs_diff_mm"] for c in r["parity"]["components"].values()), default=0.0)
+        lat = r["budget"].get("latency_ms_target_estimate")
+        lines.append(f"| {r['precision']} | {r['toolchain']} {r['toolchain_version']} | `{r['engine_sha256'][:12]}` | "
+                     f"`{r['source_onnx_sha256'][:12]}` | `{r['source_checkpoint_sha256'][:12]}` (v{r['model_version']}) | "
+                     f"{worst:.2e} | {'n/a' if lat is None else f'{lat:.3f} ms (est.)'} | {r['status']} |")
+    return "\n".join(lines) + "\n"
+
+
+# Depends on the SIL engines, not the vehicle engines: a TensorRT cohort's `engines` partition fails
+# here (no GPU), and the matrix must still be rebuilt; it reads every cohort's current engine
+# manifests from the store. The maintenance engines feed it too (they run on the gateway).
+@dg.asset(key=COMPATIBILITY, deps=[SIL_ENGINES, MAINTENANCE_ENGINES], kinds={"json"}, **COMMON)
 def compatibility(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: FleetRegistryResource) -> dg.MaterializeResult:
     """Every engine built so far against this cohort's vehicles: compatible or not, with the reason.
 

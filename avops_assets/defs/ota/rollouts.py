@@ -18,7 +18,9 @@ ROLLOUTS = dg.AssetKey(["ota", "rollouts"])
           automation_condition=PROPAGATE)
 def rollouts(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: FleetRegistryResource,
              model_registry: ModelRegistryResource) -> dg.MaterializeResult:
-    """Start the staged rollout of the cohort's newest package: only the first wave's vehicles may install it.
+    """Start the staged rollout of each component the cohort's newest package changed: only the first wave's vehicles may install it.
+
+    Components roll out independently (a component whose engine did not change keeps its rollout).
 
     `rollout_sensor` then judges each wave on signed, post-boot ECU version reports and advances,
     pauses or rolls back (config/rollout.yaml). State and every transition: the model registry's database.
@@ -28,7 +30,7 @@ def rollouts(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: Fl
     store = RolloutStore(model_registry.open())
     policy = load_rollout_policy()
     started = []
-    for component in ("perception",):
+    for component in controller.components(home, cohort.id):  # perception on the ADAS ECU, maintenance on the gateway
         entry = controller.director_entry(home, cohort.id, component)
         rid = str(entry.unrecognized_fields.get("custom", {}).get("rollout_id"))
         try:
