@@ -8,7 +8,6 @@ concurrent rebuild can never show them a half-written table.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from avops.store import ObjectStore, atomic_write_json, parquet_bytes
+from avops.store import ObjectStore, parquet_bytes
 
 
 @dataclass(frozen=True)
@@ -45,15 +44,15 @@ def publish(store: ObjectStore, refs_root: Path, key: str, partition: str, table
         entries[name] = {"sha256": digest, "rows": table.num_rows, "columns": table.column_names}
     body = {"asset": key, "partition": partition, "tables": entries, **extra}
     digest = store.put_json(body)
-    atomic_write_json(ref_path(refs_root, key, partition), {"manifest": digest, "published_at": time.time()})
+    store.write_ref(refs_root, key, partition, {"manifest": digest, "published_at": time.time()})
     return Manifest(digest, body)
 
 
 def current(store: ObjectStore, refs_root: Path, key: str, partition: str) -> Manifest | None:
-    ref = ref_path(refs_root, key, partition)
-    if not ref.exists():
+    ref = store.read_ref(refs_root, key, partition)
+    if ref is None:
         return None
-    digest = json.loads(ref.read_text())["manifest"]
+    digest = ref["manifest"]
     return Manifest(digest, store.get_json(digest))  # type: ignore[arg-type]
 
 

@@ -25,7 +25,7 @@ from avops import datasets
 from avops.home import HomeLayout
 from avops.ota import packages as ota_packages
 from avops.ota.keys import KeyRing
-from avops.store import ObjectStore, sha256_bytes, sha256_file
+from avops.store import sha256_bytes, sha256_file, open_store
 
 PACKAGES = ota_packages.PACKAGES_KEY
 
@@ -85,7 +85,7 @@ def _esc(s: str) -> str:
 class _Checker:
     def __init__(self, home: HomeLayout, registry, repo) -> None:
         self.home, self.registry, self.repo = home, registry, repo
-        self.store = ObjectStore(home.objects)
+        self.store = open_store(home)
 
     def object(self, node: Node, digest: str) -> Node:
         """Recompute ``digest`` from the object store's bytes."""

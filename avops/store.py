@@ -107,6 +107,33 @@ class ObjectStore:
     def get_json(self, digest: str) -> object:
         return json.loads(self.get_bytes(digest))
 
+    # Refs: the only mutable pointers (``key[partition]`` -> current manifest). They live beside the
+    # objects: in a folder here, in the bucket for :class:`avops.s3store.S3ObjectStore`.
+    def read_ref(self, refs_root: Path, key: str, partition: str) -> dict | None:
+        p = Path(refs_root) / key / f"{partition}.json"
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def write_ref(self, refs_root: Path, key: str, partition: str, ref: dict) -> None:
+        atomic_write_json(Path(refs_root) / key / f"{partition}.json", ref)
+
+
+ENV_OBJECT_STORE = "AVOPS_OBJECT_STORE"
+
+
+def open_store(home) -> ObjectStore:
+    """The object store configuration selects: local under ``AVOPS_HOME`` (default) or ``s3://bucket/prefix``.
+
+    With S3 the home's ``objects/`` folder is a verified read-through cache of immutable objects.
+    """
+    url = os.environ.get(ENV_OBJECT_STORE, "").strip()
+    if not url or url == "local":
+        return ObjectStore(home.objects)
+    if url.startswith("s3://"):
+        from avops.s3store import S3ObjectStore
+
+        return S3ObjectStore(url, home.objects)
+    raise ValueError(f"{ENV_OBJECT_STORE}={url!r}: expected s3://bucket[/prefix], or unset for the local store under AVOPS_HOME")
+
 
 class IntegrityError(RuntimeError):
     """Stored bytes no longer match the digest they are named by."""

@@ -10,7 +10,7 @@ from avops.cli import console, progress_bar
 from avops.fleet.simulator import Profile, simulate_fleet
 from avops.home import layout
 from avops.fleet_registry import load_registry
-from avops.store import atomic_write_json
+from avops.store import atomic_write_json, open_store
 from avops_assets.instance import ensure_dagster_home
 
 
@@ -159,9 +159,8 @@ def _print_engines(lay, registry, cohorts: list[str]) -> None:
     from avops.compile import pipeline as compiling
     from avops.compile.backends import ToolchainUnavailable
     from avops.compile.socs import load_catalog
-    from avops.store import ObjectStore
 
-    store, socs = ObjectStore(lay.objects), load_catalog()
+    store, socs = open_store(lay), load_catalog()
     table = Table(title="compiled engines (checkpoint -> ONNX -> engine); latency is the target estimate")
     for col in ("cohort", "target", "engines", "status"):
         table.add_column(col, no_wrap=col == "cohort")
@@ -308,9 +307,8 @@ def _print_packages(lay, registry, cohorts: list[str]) -> None:
     """Signed OTA packages per cohort: what was published (target, attestation, SBOM) or why there is none."""
     from avops import datasets
     from avops.ota.packages import why_no_package
-    from avops.store import ObjectStore
 
-    store = ObjectStore(lay.objects)
+    store = open_store(lay)
     table = Table(title="signed OTA packages (image + director repositories, SLSA provenance in DSSE, CycloneDX SBOM)")
     for col in ("cohort", "target", "release", "attestation", "SBOM", "status"):
         table.add_column(col, no_wrap=col == "cohort")
@@ -338,11 +336,10 @@ def _dossiers(instance, registry, lay, cohorts: list[str]) -> None:
 
     from avops import datasets
     from avops.compliance.verify import verify_folder
-    from avops.store import ObjectStore
     from avops_assets.defs.compliance.assets import dossiers_asset
     from avops_assets.definitions import resources
 
-    store = ObjectStore(lay.objects)
+    store = open_store(lay)
     table = Table(title="compliance dossiers (ISO 26262, SOTIF, ISO/PAS 8800, EU AI Act IV, UNECE R155/R156, GB/T, NHTSA)")
     for col in ("cohort", "gates", "open items", "avops dossier verify", "HTML"):
         table.add_column(col, no_wrap=col == "cohort")
@@ -437,6 +434,8 @@ def _campaign_round(job, instance, registry, lay, profile: str, cohorts: list[st
         raise click.ClickException(f"the campaign round's runs failed for {', '.join(failed)}: open the UI (make ui) and look at the runs")
     _print_gates(lay, list(plans))
     _print_engines(lay, registry, list(plans))
+    for c in plans:  # what the automation sensor does next: a component whose engine changed moves on without the others
+        _propagate(instance, c, "compatibility")
     _ota(lay, registry, list(plans), rollback_one=True)
     rounds = []
     for c, (campaign, before) in plans.items():
@@ -448,21 +447,24 @@ def _campaign_round(job, instance, registry, lay, profile: str, cohorts: list[st
     _print_round({"rounds": rounds})
 
 
-def _ship_maintenance(instance, registry, lay, cohort: str) -> None:
-    """What the automation does after a retrain (eager, behind blocking checks): the new production model's gateway
-    engine, the compatibility matrix, the signed package (only the changed component is re-released) and its rollout."""
-    import dagster as dg
-
+def _propagate(instance, cohort: str, start: str):
+    """Run what the automation sensor would run for one cohort, from ``start`` down to the rollout (eager, behind blocking checks)."""
     from avops_assets.definitions import MAIN_JOB, defs
     from avops_assets.defs.compile.assets import COMPATIBILITY, MAINTENANCE_ENGINES
     from avops_assets.defs.ota.assets import PACKAGES
     from avops_assets.defs.ota.rollouts import ROLLOUTS
 
-    keys = [MAINTENANCE_ENGINES, COMPATIBILITY, PACKAGES, ROLLOUTS]
-    t0 = time.monotonic()
-    result = defs().resolve_job_def(MAIN_JOB).execute_in_process(
+    keys = ([MAINTENANCE_ENGINES] if start == "maintenance_engines" else []) + [COMPATIBILITY, PACKAGES, ROLLOUTS]
+    return defs().resolve_job_def(MAIN_JOB).execute_in_process(
         partition_key=cohort, instance=instance, asset_selection=keys, raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}, tags={"avops/trigger": "automation"})
+
+
+def _ship_maintenance(instance, registry, lay, cohort: str) -> None:
+    """What the automation does after a retrain (eager, behind blocking checks): the new production model's gateway
+    engine, the compatibility matrix, the signed package (only the changed component is re-released) and its rollout."""
+    t0 = time.monotonic()
+    result = _propagate(instance, cohort, "maintenance_engines")
     _print_runs("the retrained model to the fleet (maintenance engine -> compatibility -> package -> rollout)",
                 {cohort: _outcome(result, time.monotonic() - t0)})
     if result.success:
@@ -472,9 +474,8 @@ def _ship_maintenance(instance, registry, lay, cohort: str) -> None:
 
 def _print_maintenance(lay, reg, cohorts: list[str], title: str) -> None:
     from avops.maintenance import pipeline as pdm
-    from avops.store import ObjectStore
 
-    store = ObjectStore(lay.objects)
+    store = open_store(lay)
     table = Table(title=title)
     for col in ("cohort", "version", "stage", "held-out MAE (mm)", "cohort-mean MAE", "skill", "gates", "production"):
         table.add_column(col, no_wrap=col == "cohort")
@@ -577,9 +578,8 @@ def _drift_round(instance, registry, lay, profile: str, cohorts: list[str]) -> N
 
 def _print_lines(lay, reg, line_ids: list[str], title: str) -> None:
     from avops.manufacturing import pipeline as insp
-    from avops.store import ObjectStore
 
-    store = ObjectStore(lay.objects)
+    store = open_store(lay)
     table = Table(title=title)
     for col in ("line", "version", "stage", "configuration", "defect recall [lower]", "false alarms [upper]", "gates", "production"):
         table.add_column(col, no_wrap=col == "line")
@@ -672,13 +672,12 @@ def _line_round(instance, lay) -> None:
 
 def _shadow_rates(lay, cohort: str) -> dict:
     from avops import datasets
-    from avops.store import ObjectStore
     from avops.training import pipeline as training
 
-    m = datasets.current(ObjectStore(lay.objects), lay.refs, training.SHADOW, cohort)
+    m = datasets.current(open_store(lay), lay.refs, training.SHADOW, cohort)
     if m is None:
         return {}
-    rates = datasets.read_table(ObjectStore(lay.objects), m, "rates").to_pandas()
+    rates = datasets.read_table(open_store(lay), m, "rates").to_pandas()
     return {"production": m.body["production_version"], "candidate": m.body["candidate_version"],
             "rates": [[r["slice"], int(r["frames"]), int(r["disagreeing"])] for r in rates.to_dict("records")]}
 

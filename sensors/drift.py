@@ -12,7 +12,6 @@ import time
 
 import dagster as dg
 
-from avops import datasets
 from avops.drift import monitor
 from avops.ingest.ingest import ASSET_KEY as RAW_KEY
 from avops.maintenance.config import load_maintenance_config
@@ -29,8 +28,8 @@ def retrain_in_flight(instance: dg.DagsterInstance, cohort: str) -> bool:
 def _inputs(avops_home: AvopsHome, cohort: str) -> str:
     """What the verdict depends on: the ingested manifest and the workshop export."""
     home = avops_home.layout()
-    ref = datasets.ref_path(home.refs, RAW_KEY, cohort)
-    raw = json.loads(ref.read_text())["manifest"] if ref.exists() else ""
+    ref = avops_home.object_store().read_ref(home.refs, RAW_KEY, cohort)
+    raw = ref["manifest"] if ref else ""
     orders = home.workshop / cohort / "service_orders.csv"
     return f"{raw}:{sha256_file(orders) if orders.exists() else ''}"
 

@@ -20,7 +20,7 @@ from avops.compile.socs import Soc
 from avops.fleet_registry import Cohort
 from avops.home import HomeLayout
 from avops.registry import ModelRegistry, ModelVersion
-from avops.store import ObjectStore, sha256_bytes
+from avops.store import sha256_bytes, open_store
 from avops.training.checkpoints import Detector, load_checkpoint
 from avops.training.data import TrainingSet, load_images, load_training_set
 from avops.training.evaluation import evaluate_on
@@ -115,7 +115,7 @@ def build_engines(home: HomeLayout, repo: DatasetRepository, registry: ModelRegi
     records still name the checkpoint, which is exactly what parity must catch.
     """
     ensure_buildable(soc)
-    store = ObjectStore(home.objects)
+    store = open_store(home)
     version = version or validated_version(registry, cohort.id)
     model = load_checkpoint(store, version.artifact_sha256)
     data = load_training_set(repo, version.lineage["dataset_commit"], cohort.id)
@@ -202,7 +202,7 @@ def shippable(records: list[dict], aspect: str) -> Shippable:
 
 def all_engines(home: HomeLayout, cohorts: list[str]) -> list[dict]:
     """The current engines of every cohort (vehicle targets and SIL)."""
-    store = ObjectStore(home.objects)
+    store = open_store(home)
     out = []
     for key in (ENGINES, SIL_ENGINES, MAINTENANCE_ENGINES):
         for c in cohorts:
@@ -214,7 +214,7 @@ def all_engines(home: HomeLayout, cohorts: list[str]) -> list[dict]:
 
 def publish_compatibility(home: HomeLayout, cohort: Cohort, cohorts: list[str], socs: dict[str, Soc]) -> tuple[datasets.Manifest, pd.DataFrame]:
     rows = compatibility_rows(all_engines(home, cohorts), cohort, socs)
-    m = datasets.publish(ObjectStore(home.objects), home.refs, COMPATIBILITY, cohort.id,
+    m = datasets.publish(open_store(home), home.refs, COMPATIBILITY, cohort.id,
                          {"matrix": pa.Table.from_pandas(rows, preserve_index=False)}, {"cohort": cohort.id})
     return m, rows
 

@@ -39,7 +39,7 @@ from avops.lineage import Lineage, package_lineage
 from avops.ota import packages as ota_packages
 from avops.ota.keys import KeyRing
 from avops.ota.uptane import release_history
-from avops.store import ObjectStore, atomic_write_bytes, sha256_bytes
+from avops.store import ObjectStore, atomic_write_bytes, sha256_bytes, open_store
 
 FORMAT = "avops-dossier/1"
 INDEX_TYPE = "application/vnd.avops.dossier-index+json"
@@ -78,7 +78,7 @@ def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None =
     a GPU executor) still gets a dossier of its latest evaluated model: the software-update
     sections then say why there is no update, and the mapping marks them missing, not filled.
     """
-    store = ObjectStore(home.objects)
+    store = open_store(home)
     try:
         lin = package_lineage(home, cohort.id, registry, repo)
         no_package = None
@@ -358,7 +358,7 @@ def security_tests(home: HomeLayout, cohort: Cohort, rel: dict) -> list[dict]:
 
 def write(home: HomeLayout, doc: dict, registry, out_root: Path | None = None) -> Path:
     """Write the dossier folder (copies, HTML, signed index), log its digest in the audit log, save the proof."""
-    store = ObjectStore(home.objects)
+    store = open_store(home)
     lineage_nodes = doc["lineage"]["nodes"]
     body = json.dumps(doc, indent=1, sort_keys=True, default=str).encode()
     digest = sha256_bytes(body)

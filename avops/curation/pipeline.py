@@ -29,7 +29,7 @@ from avops.curation.selection import SelectionConfig, select_frames
 from avops.curation.splits import assign_splits, shared_drives
 from avops.home import HomeLayout
 from avops.ingest.ingest import ASSET_KEY as RAW_DRIVES
-from avops.store import ObjectStore, atomic_write_json, parquet_bytes, sha256_bytes
+from avops.store import ObjectStore, atomic_write_json, parquet_bytes, sha256_bytes, open_store
 from avops.versioning.base import DatasetRepository
 
 TEACHER = "curation/teacher"
@@ -45,7 +45,7 @@ class ReviewPending(RuntimeError):
 
 
 def _store(home: HomeLayout) -> ObjectStore:
-    return ObjectStore(home.objects)
+    return open_store(home)
 
 
 def _manifest(home: HomeLayout, key: str, cohort: str) -> datasets.Manifest:

@@ -33,7 +33,7 @@ from avops.maintenance.pipeline import load_checkpoint, production
 from avops.maintenance.service import load_service_orders
 from avops.query import connect_manifest
 from avops.registry import ModelRegistry
-from avops.store import ObjectStore
+from avops.store import ObjectStore, open_store
 
 
 @dataclass
@@ -76,7 +76,7 @@ def _current_telemetry(store: ObjectStore, raw: datasets.Manifest, cohort: Cohor
 def field_accuracy(home: HomeLayout, cohort: Cohort, components: dict, trained_until: float, config: MaintenanceConfig,
                    settings: DriftSettings) -> FieldAccuracy | None:
     """The production model's error on drives labelled by measurements recorded after its training."""
-    store = ObjectStore(home.objects)
+    store = open_store(home)
     fm = datasets.current(store, home.refs, FEATURES_KEY, cohort.id)
     if fm is None:
         return None
@@ -104,7 +104,7 @@ def field_accuracy(home: HomeLayout, cohort: Cohort, components: dict, trained_u
 def evaluate(home: HomeLayout, registry: ModelRegistry, cohort: Cohort, config: MaintenanceConfig) -> DriftVerdict:
     """Drift and field accuracy of one cohort against its production maintenance model."""
     t0 = time.perf_counter()
-    store = ObjectStore(home.objects)
+    store = open_store(home)
     settings = config.drift
     prod = production(registry, cohort.id)
     raw = datasets.current(store, home.refs, RAW_KEY, cohort.id)
@@ -140,7 +140,7 @@ def evidently_report(home: HomeLayout, cohort: Cohort, verdict: DriftVerdict) ->
 
     if not (verdict.reference_sha256 and verdict.raw_manifest and any(n > 0 for n in verdict.current_rows.values())):
         return None
-    store = ObjectStore(home.objects)
+    store = open_store(home)
     reference = Reference.from_bytes(store.get_bytes(verdict.reference_sha256))
     raw = datasets.Manifest(verdict.raw_manifest, store.get_json(verdict.raw_manifest))  # type: ignore[arg-type]
     current = _current_telemetry(store, raw, cohort, after=verdict.trained_until or float("-inf"))

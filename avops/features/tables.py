@@ -17,7 +17,7 @@ from avops.fleet_registry import Cohort
 from avops.home import HomeLayout
 from avops.ingest.ingest import ASSET_KEY as RAW_KEY
 from avops.query import connect_manifest
-from avops.store import ObjectStore
+from avops.store import ObjectStore, open_store
 
 FEATURES_KEY = "features/telemetry"
 FEATURE_TABLE = "features"
@@ -51,7 +51,7 @@ def _raw(store: ObjectStore, home: HomeLayout, cohort: str) -> datasets.Manifest
 
 def build_feature_table(home: HomeLayout, cohort: Cohort, features: list[FeatureDef] = TELEMETRY_FEATURES) -> FeatureTable:
     """Compute every feature the platform carries for every drive, and publish the table."""
-    store = ObjectStore(home.objects)
+    store = open_store(home)
     raw = _raw(store, home, cohort.id)
     resolved, unavailable = resolve_features(platform_for(cohort), features)
     con = connect_manifest(store, raw)
@@ -68,7 +68,7 @@ def build_feature_table(home: HomeLayout, cohort: Cohort, features: list[Feature
 
 
 def load_feature_table(home: HomeLayout, cohort: str) -> tuple[datasets.Manifest, pa.Table]:
-    store = ObjectStore(home.objects)
+    store = open_store(home)
     m = datasets.current(store, home.refs, FEATURES_KEY, cohort)
     if m is None:
         raise LookupError(f"{FEATURES_KEY}[{cohort}] has not been materialized")
@@ -77,7 +77,7 @@ def load_feature_table(home: HomeLayout, cohort: str) -> tuple[datasets.Manifest
 
 def verify_parity(home: HomeLayout, cohort: Cohort, per_vehicle: int = 3) -> ParityReport:
     """Recompute the golden windows online from the exact raw tables the published features read."""
-    store = ObjectStore(home.objects)
+    store = open_store(home)
     m, table = load_feature_table(home, cohort.id)
     raw = datasets.Manifest(m.body["raw_manifest"], store.get_json(m.body["raw_manifest"]))  # type: ignore[arg-type]
     resolved, _ = resolve_features(platform_for(cohort), TELEMETRY_FEATURES)

@@ -34,7 +34,7 @@ from avops.ingest import schemas
 from avops.ingest.mcap_drive import McapDrive, read_mcap_drive
 from avops.ingest.quarantine import IngestError, Quarantined, quarantine
 from avops.fleet_registry import Cohort
-from avops.store import ObjectStore, atomic_write_json, parquet_bytes, sha256_file
+from avops.store import ObjectStore, atomic_write_json, open_store, parquet_bytes, sha256_file
 
 INGEST_VERSION = "1"
 ASSET_KEY = "ingest/raw_drives"
@@ -253,7 +253,7 @@ def ingest_partition(
     progress: Callable[[str, Path], None] | None = None,
 ) -> PartitionResult:
     """Ingest every landed file of one cohort and publish the partition's tables."""
-    store = ObjectStore(home.objects)
+    store = open_store(home)
     db = load_dbc(cohort.dbc_spec)
     dbc_digest = dbc_sha256(cohort.dbc_spec)
     decoder = VectorizedDecoder(db)

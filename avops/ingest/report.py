@@ -5,7 +5,7 @@ from __future__ import annotations
 from avops import datasets
 from avops.home import HomeLayout
 from avops.ingest.quarantine import Quarantined
-from avops.store import ObjectStore
+from avops.store import open_store
 
 
 def bar_chart(title: str, values: dict[str, float], unit: str, width: int = 24) -> str:
@@ -23,7 +23,7 @@ def odd_exposure(home: HomeLayout, manifest: datasets.Manifest) -> dict[str, dic
     """Minutes of driving per ODD attribute value (context is reported at 1 Hz)."""
     if "odd_context" not in manifest.tables:
         return {}
-    df = datasets.read_table(ObjectStore(home.objects), manifest, "odd_context").to_pandas()
+    df = datasets.read_table(open_store(home), manifest, "odd_context").to_pandas()
     df = df.sort_values(["drive_id", "timestamp"])
     dt = df.groupby("drive_id")["timestamp"].diff().fillna(1.0).clip(upper=5.0)
     df["minutes"] = dt / 60

@@ -27,7 +27,7 @@ from avops.maintenance.export import export_onnx, feature_order, run
 from avops.maintenance.model import ComponentModel
 from avops.maintenance.pipeline import MODEL, load_checkpoint, production
 from avops.registry import ModelRegistry
-from avops.store import ObjectStore
+from avops.store import open_store
 
 
 class NothingToShip(LookupError):
@@ -69,7 +69,7 @@ def parity(components: dict[str, ComponentModel], engine: bytes, X: pd.DataFrame
 def build_engines(home: HomeLayout, registry: ModelRegistry, cohort: Cohort, config: MaintenanceConfig, socs: dict[str, Soc],
                   measure_runs: int = 200) -> tuple[datasets.Manifest, list[dict]]:
     """Build the production maintenance model for the cohort's gateway; raises :class:`NothingToShip` when there is none or no ECU runs it."""
-    store = ObjectStore(home.objects)
+    store = open_store(home)
     version = production(registry, cohort.id)
     if version is None:
         raise NothingToShip(f"{cohort.id} has no production maintenance model (none passed its gates yet): nothing to compile")
@@ -116,5 +116,5 @@ def build_engines(home: HomeLayout, registry: ModelRegistry, cohort: Cohort, con
 
 def publish_skipped(home: HomeLayout, cohort: Cohort, reason: str) -> datasets.Manifest:
     """No production model: an explicit, empty engine set (the package ships without the component, and says why)."""
-    return datasets.publish(ObjectStore(home.objects), home.refs, MAINTENANCE_ENGINES, cohort.id,
+    return datasets.publish(open_store(home), home.refs, MAINTENANCE_ENGINES, cohort.id,
                             {"engines": pa.table({"precision": pa.array([], pa.string())})}, {"engines": [], "skipped": reason})

@@ -28,7 +28,7 @@ from avops.maintenance.service import known_at, load_service_orders
 from avops.query import connect_manifest
 from avops.registry import ModelRegistry, ModelVersion
 from avops.registry.gated import PRODUCTION, settle
-from avops.store import ObjectStore
+from avops.store import ObjectStore, open_store
 
 MODEL = "maintenance"
 MAINTENANCE_VERSION = "1"
@@ -61,7 +61,7 @@ def production(registry: ModelRegistry, cohort: str) -> ModelVersion | None:
 
 def train(home: HomeLayout, registry: ModelRegistry, cohort: Cohort, config: MaintenanceConfig, actor: str,
           run_id: str | None = None) -> MaintenanceResult:
-    store = ObjectStore(home.objects)
+    store = open_store(home)
     fm, table = load_feature_table(home, cohort.id)
     X = table.to_pandas()
     if X.empty:

@@ -15,7 +15,7 @@ from avops.manufacturing.data import DATA_KEY, PARTS_TABLE
 from avops.manufacturing.lines import Line
 from avops.registry import ModelRegistry, ModelVersion
 from avops.registry.gated import PRODUCTION, settle
-from avops.store import ObjectStore
+from avops.store import ObjectStore, open_store
 
 MODEL = "inspection"
 INSPECTION_VERSION = "1"
@@ -45,7 +45,7 @@ def production(registry: ModelRegistry, line: str) -> ModelVersion | None:
 def train_line(home: HomeLayout, registry: ModelRegistry, line: Line, actor: str, run_id: str | None = None,
                seed: int = 0) -> InspectionResult:
     """Train on the labelled parts of the line's newest configuration, judge on held-out parts, register."""
-    store = ObjectStore(home.objects)
+    store = open_store(home)
     m = datasets.current(store, home.refs, DATA_KEY, line.id)
     if m is None:
         raise LookupError(f"{DATA_KEY}[{line.id}] has not been materialized; read the line's AOI shifts first")
@@ -84,5 +84,5 @@ def inspector(home: HomeLayout, registry: ModelRegistry, line: str):
     v = production(registry, line)
     if v is None:
         return None, None
-    net = aoi.from_bytes(ObjectStore(home.objects).get_bytes(v.artifact_sha256))
+    net = aoi.from_bytes(open_store(home).get_bytes(v.artifact_sha256))
     return (lambda images: aoi.predict(net, images)), v.version

@@ -24,7 +24,7 @@ from avops.home import HomeLayout
 from avops.ota.keys import KeyError_, KeyRing
 from avops.compile.pipeline import engine_ecu
 from avops.ota.uptane import Release, Uptane, release_log, role_for, target_path
-from avops.store import ObjectStore, atomic_write_bytes, sha256_bytes
+from avops.store import atomic_write_bytes, sha256_bytes, open_store
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -169,7 +169,7 @@ def build_and_publish(home: HomeLayout, cohort, matrix: pd.DataFrame, engines: l
     if not chosen:
         reasons = sorted(set(matrix.loc[~matrix["compatible"], "reason"]))[:4]
         raise PackageRefused(f"no engine is allowed for {cohort.id} by the compatibility matrix: {'; '.join(reasons)}")
-    store = ObjectStore(home.objects)
+    store = open_store(home)
     ota = Uptane(home)
     try:
         keys = ota.keys.public_keys(ATTESTATION_ROLE)
@@ -251,7 +251,7 @@ def publish_manifest(home: HomeLayout, pkg: Package, matrix_manifest_sha256: str
     """The package as a content-addressed manifest (what lineage and the dossier start from)."""
     rows = [{"path": r.path, "ecu": r.ecu_identifier, "rollout_id": r.rollout_id, "sha256": r.sha256, "length": r.length,
              "release_counter": r.release_counter, "attestation_sha256": pkg.attestations[r.path], "sbom_sha256": pkg.sboms[r.path]} for r in pkg.releases]
-    m = datasets.publish(ObjectStore(home.objects), home.refs, PACKAGES_KEY, pkg.cohort, {"releases": pa.Table.from_pylist(rows)},
+    m = datasets.publish(open_store(home), home.refs, PACKAGES_KEY, pkg.cohort, {"releases": pa.Table.from_pylist(rows)},
                          {"rollout_id": pkg.rollout_id, "engines": pkg.engines, "matrix_manifest_sha256": matrix_manifest_sha256})
     return m, rows
 

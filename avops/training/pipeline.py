@@ -22,7 +22,7 @@ from avops.curation.reviews import collect_returns
 from avops.home import HomeLayout
 from avops.audit import log as audit
 from avops.registry import ModelRegistry, ModelVersion
-from avops.store import ObjectStore, sha256_file
+from avops.store import ObjectStore, sha256_file, open_store
 from avops.training import incidents as inc_lib
 from avops.training.checkpoints import Checkpoint, TrainConfig, load_checkpoint, train_checkpoint
 from avops.training.data import load_images, load_training_set
@@ -40,7 +40,7 @@ PRODUCTION = "production"
 
 
 def _store(home: HomeLayout) -> ObjectStore:
-    return ObjectStore(home.objects)
+    return open_store(home)
 
 
 # ---------------------------------------------------------------- checkpoints

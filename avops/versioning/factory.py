@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from avops.home import HomeLayout
-from avops.store import ObjectStore
+from avops.store import open_store
 from avops.versioning.base import DatasetRepository, VersioningError
 
 BACKENDS = ("embedded", "lakefs")
@@ -41,7 +41,7 @@ def open_repository(
     if kind == "embedded":
         from avops.versioning.embedded import EmbeddedRepository
 
-        return EmbeddedRepository(embedded_root(home), name, ObjectStore(home.objects))
+        return EmbeddedRepository(embedded_root(home), name, open_store(home))
     if kind == "lakefs":
         endpoint = lakefs_endpoint or os.environ.get(ENV_ENDPOINT, "")
         key = access_key_id or os.environ.get(ENV_ACCESS_KEY_ID, "")

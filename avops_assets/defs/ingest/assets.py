@@ -7,6 +7,7 @@ from avops.ingest.ingest import ASSET_KEY, INGEST_VERSION, ingest_partition
 from avops.ingest.quarantine import quarantine_records
 from avops.ingest.report import odd_exposure_markdown, quarantine_markdown
 from avops_assets.partitions import cohort_partitions
+from avops_assets.retries import IO_RETRY, transient_only
 from resources import AvopsHome, FleetRegistryResource
 
 RAW_DRIVES = dg.AssetKey(ASSET_KEY.split("/"))
@@ -19,6 +20,7 @@ RAW_DRIVES = dg.AssetKey(ASSET_KEY.split("/"))
     code_version=INGEST_VERSION,
     kinds={"mcap", "parquet"},
     tags={"stage": "ingest"},
+    retry_policy=IO_RETRY,
 )
 def raw_drives(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: FleetRegistryResource) -> dg.MaterializeResult:
     """Raw drives of one vehicle cohort, decoded from the landing zone.
@@ -32,7 +34,8 @@ def raw_drives(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: 
     """
     cohort = fleet.load().cohort(context.partition_key)
     home = avops_home.layout()
-    result = ingest_partition(home, cohort, progress=lambda status, path: context.log.debug(f"{status}: {path}"))
+    with transient_only():  # S3 down: retried; anything else: fails at once
+        result = ingest_partition(home, cohort, progress=lambda status, path: context.log.debug(f"{status}: {path}"))
     m = result.manifest
     formats: dict[str, int] = {}
     for i in result.inputs:
