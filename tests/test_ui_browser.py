@@ -4,8 +4,10 @@ A person's path: open the main job's asset graph, pick one cohort partition, mat
 whole graph, watch the run succeed, open a package's lineage and the dossier asset. Then a
 planted fault (the safety gate policy raised beyond what the model can show) and a re-run of the
 evaluation from the asset page: the UI must show the failed gate as a failed *blocking* check.
-Screenshots go to ``test-artifacts/ui/``. The webserver and the daemon run on 127.0.0.1, on a
-Dagster instance in a throwaway PostgreSQL (the production storage profile).
+Screenshots go to ``test-artifacts/ui/``. The webserver and the daemon run on 127.0.0.1 in the
+production profile, set by configuration alone: the Dagster instance, the model registry and the
+audit log in a throwaway PostgreSQL, objects, tables and refs on S3 (moto's server), and the
+multiprocess executor.
 """
 
 import json
@@ -76,7 +78,7 @@ def _runs(port: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory, postgres_url):
+def ui(tmp_path_factory, postgres_url, s3):
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install chromium`; .ci/run does it)")
     from avops.fleet.simulator import simulate_fleet
@@ -99,12 +101,17 @@ def ui(tmp_path_factory, postgres_url):
 
     with psycopg.connect(postgres_url, autocommit=True) as con:
         con.execute("CREATE DATABASE dagster_ui")
+        con.execute("CREATE DATABASE avops_ui_registry")
     instance = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     pg = postgres_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://") + "/dagster_ui"
     instance["storage"] = {"postgres": {"postgres_url": pg}}
     (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(instance))
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "AVOPS_HOME": str(home.root), "AVOPS_FLEET_REGISTRY": str(root / "fleet.yaml"),
-           "AVOPS_SAFETY_GATES": str(root / "gates.yaml"), "AVOPS_EXECUTOR": "in_process"}
+           "AVOPS_SAFETY_GATES": str(root / "gates.yaml"),
+           # the production profile by configuration alone: a process per step, objects and refs on S3 (moto's server
+           # on 127.0.0.1), the model registry and audit log on Postgres
+           "AVOPS_EXECUTOR": "multiprocess", "AVOPS_OBJECT_STORE": s3.url("ui"),
+           "AVOPS_REGISTRY_URL": postgres_url.rsplit("/", 1)[0] + "/avops_ui_registry"}
     subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get().add_dynamic_partitions('cohorts', "
                     f"[{COHORT!r}])"], env=env, check=True, cwd=ROOT)
     port = _free_port()
