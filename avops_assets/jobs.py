@@ -19,13 +19,28 @@ def executor() -> dg.ExecutorDefinition | None:
     return dg.in_process_executor if name == "in_process" else None
 
 
+PRELOAD = ["avops_assets.definitions"]  # torch, onnxruntime, dagster and the whole code location
+
+
+def run_defaults() -> dict | None:
+    """With the multiprocess executor, steps fork from a server that has already imported the code location.
+
+    A step process otherwise re-imports torch, Dagster and every asset module (seconds each, times
+    every step of the graph); forked from a preloaded server it starts at once. Run config from the
+    launchpad can still change it.
+    """
+    if os.environ.get("AVOPS_EXECUTOR", "multiprocess") != "multiprocess":
+        return None
+    return {"execution": {"config": {"multiprocess": {"start_method": {"forkserver": {"preload_modules": PRELOAD}}}}}}
+
+
 GPU_JOB = "compile_engines_gpu"
 ENGINES = dg.AssetKey(["compile", "engines"])
 
 # The main job: the whole vehicle asset graph (with its checks) for one cohort. Manufacturing lines
 # are their own partitions and job.
 main_job = dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all() - dg.AssetSelection.groups("manufacturing"),
-                               partitions_def=cohort_partitions)
+                               partitions_def=cohort_partitions, config=run_defaults())
 
 # TensorRT targets build on a GPU executor: these tags route a run there (the queued run coordinator
 # limits avops/executor=gpu runs to the GPU slots; on Kubernetes the run's pod asks for a GPU).

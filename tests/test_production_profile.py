@@ -48,6 +48,7 @@ def test_production_profile_validates_against_dagsters_config_schemas(tmp_path, 
 def test_the_graph_runs_on_a_postgres_instance_with_the_multiprocess_executor(postgres_url, tiny_home, tiny_registry_path,
                                                                               tmp_path, monkeypatch):
     from avops_assets.definitions import resolved_main_job
+    from avops_assets.jobs import PRELOAD
 
     with psycopg.connect(postgres_url, autocommit=True) as con:
         con.execute("DROP DATABASE IF EXISTS dagster_instance")
@@ -64,7 +65,8 @@ def test_the_graph_runs_on_a_postgres_instance_with_the_multiprocess_executor(po
         instance.add_dynamic_partitions(COHORTS, [cohort])
         result = dg.execute_job(dg.reconstructable(resolved_main_job), instance=instance,
                                 asset_selection=[dg.AssetKey(["ingest", "raw_drives"])], tags={"dagster/partition": cohort},
-                                run_config={"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}})
+                                run_config={"execution": {"config": {"multiprocess": {
+                                    "max_concurrent": 2, "start_method": {"forkserver": {"preload_modules": PRELOAD}}}}}})
         assert result.success
         run_id = result.run_id
         assert instance.get_run_by_id(run_id).is_success
