@@ -28,6 +28,7 @@ from avops.home import HomeLayout
 from avops.ingest.ingest import ingest_partition
 from avops.registry import ModelRegistry
 from avops.s3store import S3ObjectStore
+from avops.store import sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
 COHORT = "orin-my2024-eu"
@@ -89,10 +90,21 @@ def _kill_while(proc: subprocess.Popen, marker: str, delay: float) -> list[str]:
 
 
 def _consistent(f) -> list[str]:
-    """What any reader would see now, checked from a machine with an empty cache."""
+    """What any reader would see now: the local files a reader opens, and the bucket from a machine with an empty cache."""
     home = f["home"]
     store = S3ObjectStore(f["url"], f["root"] / f"reader-cache-{time.monotonic_ns()}")
     problems = []
+    for p in home.objects.rglob("*"):  # the local cache is served without re-hashing: it may only hold whole objects
+        if p.is_file() and not p.name.startswith(".") and p.parent.name + p.name != sha256_file(p)[: 2] + sha256_file(p)[2:]:
+            problems.append(f"cache: {p.relative_to(home.root)} does not hash to its name")
+    for folder in (home.root / "ota", home.refs):  # TUF metadata, refs of the dataset repository, logs
+        for p in folder.rglob("*.json") if folder.exists() else ():
+            if p.name.startswith("."):
+                continue  # a temporary file: no reader looks it up
+            try:
+                json.loads(p.read_bytes())
+            except ValueError as exc:
+                problems.append(f"{p.relative_to(home.root)}: half-written ({exc})")
     for key in KEYS:
         ref = store.read_ref(home.refs, key, COHORT)
         if ref is None:
@@ -113,7 +125,9 @@ def _consistent(f) -> list[str]:
     log = home.root / "ota" / "releases" / f"{COHORT}.jsonl"
     if log.exists():
         [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    if (home.root / "ota" / "director" / COHORT).exists():  # a gateway verifies and installs what its director assigns
+    ota = home.root / "ota"
+    if (ota / "image/metadata/1.root.json").exists() and (ota / f"director/{COHORT}/metadata/1.root.json").exists():
+        # once both repositories exist, a gateway verifies and installs what its director assigns
         from avops.fleet.ecus import SimulatedVehicle
         from avops.rollout.reports import verify_report
         from avops.rollout.vehicle_keys import registered_keys
@@ -138,7 +152,7 @@ def test_kill_9_mid_write_leaves_nothing_half_written_and_a_retry_completes(flee
     killed_in = []
     for n, marker in enumerate(("writing engine", "writing package", "writing curated set", "writing checkpoint")):
         proc = _worker(f, first=10 * n, rounds=50)
-        seen = _kill_while(proc, marker, rng.uniform(0.05, 0.6))
+        seen = _kill_while(proc, marker, rng.uniform(0.1, 1.2))
         assert proc.returncode == -signal.SIGKILL, seen[-5:]
         killed_in.append(seen[-1])
         problems = _consistent(f)
