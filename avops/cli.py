@@ -322,6 +322,22 @@ def audit_verify(home: str | None) -> None:
     sys.exit(1)
 
 
+@audit_group.command("export")
+@click.option("--home", type=click.Path(file_okay=False), default=None, help="AVOPS_HOME to read.")
+def audit_export(home: str | None) -> None:
+    """Export the audit log and the registry history into the object store (local, or S3 by AVOPS_OBJECT_STORE)."""
+    from avops.audit.log import export_to_store
+    from avops.home import layout
+    from avops.store import open_store
+
+    lay = layout(home)
+    store = open_store(lay)
+    digest, ref = export_to_store(_open_registry(home), store, lay.refs)
+    where = f"s3://{store.bucket}/{store.key(digest)}" if hasattr(store, "bucket") else str(store.path(digest))
+    console.print(f"[green]exported[/] {ref['events']} audit events and the registry history: {where} "
+                  f"(root {ref['root_hash'][:16]}; ref audit/exports[latest])")
+
+
 @audit_group.command("prove")
 @click.argument("event_id", type=int)
 @click.option("--home", type=click.Path(file_okay=False), default=None, help="AVOPS_HOME to read.")

@@ -54,6 +54,23 @@ def test_a_definition_change_changes_its_version_and_the_catalogs():
     assert dataclasses.replace(f).version == f.version, "the version is a function of the definition only"
 
 
+def test_shift_patterns_come_from_the_dual_clutch_box_and_a_recalibration_shifts_earlier():
+    from avops.fleet.vehicle import calibration_for, gear_series
+
+    ramp = np.concatenate([np.linspace(0, 120, 600), np.linspace(120, 0, 600)])
+    old, new = (gear_series(ramp, calibration_for(2022).upshift_kph), gear_series(ramp, calibration_for(2024).upshift_kph))
+    assert old.min() == 1 and old.max() == 7 and np.all(np.abs(np.diff(old)) <= 1), "one gear at a time, 1st to 7th"
+    up, down = old[:600], old[600:][::-1]  # the same speeds, accelerating and slowing down
+    assert np.all(down >= up) and np.any(down > up), "slowing down, the box holds each gear longer (hysteresis)"
+    assert new[:600].mean() > old[:600].mean(), "the 2024 calibration shifts up at lower speeds"
+    vw = Platform.from_signal_map("opendbc:vw_mqb", load_signal_map())
+    ford = Platform.from_signal_map("opendbc:ford_lincoln_base_pt", load_signal_map())
+    gear = next(f for f in fd.TELEMETRY_FEATURES if f.name == "low_gear_share")
+    message, expr = vw.resolve(gear.expr, "low", clock=gear.clock)
+    assert message == "Getriebe_11" and "GE_Zielgang" in expr.sql()
+    assert "carries no gear" in resolve_features(ford, fd.TELEMETRY_FEATURES)[1]["low_gear_share"], "an EV has no gearbox on the bus"
+
+
 def test_platforms_resolve_by_quantity_and_name_what_they_lack():
     vw = Platform.from_signal_map("opendbc:vw_mqb", load_signal_map())
     ford = Platform.from_signal_map("opendbc:ford_lincoln_base_pt", load_signal_map())

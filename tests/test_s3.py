@@ -110,3 +110,22 @@ def test_an_asset_on_s3_retries_through_an_outage(s3, tiny_home, tiny_registry_p
     ref = store.read_ref(tiny_home.refs, "ingest/raw_drives", cohort)
     body = store.get_json(ref["manifest"])
     assert body["tables"] and all(store.verify(t["sha256"]) for t in body["tables"].values()), "the bucket holds every table"
+
+
+def test_the_audit_log_and_registry_export_to_the_bucket_and_verify_offline(s3, tmp_path):
+    from avops.audit.log import EXPORTS_KEY, export_to_store, verify_export
+    from avops.registry import ModelRegistry
+
+    home = HomeLayout(tmp_path / "home")
+    registry = ModelRegistry.local(home)
+    v = registry.register("maintenance", "c1", "ab" * 32, {"feature_manifest": "cd" * 32}, {}, "test", "trained")
+    registry.transition("maintenance", v.version, "validated", "test", "gates passed")
+    store = S3ObjectStore(s3.url("audit"), tmp_path / "cache")
+    digest, ref = export_to_store(registry, store, home.refs)
+    assert ref["events"] >= 2 and s3.exists(store.key(digest))
+    reader = S3ObjectStore(s3.url("audit"), tmp_path / "auditor")  # the auditor's machine: nothing local
+    body = reader.get_json(reader.read_ref(home.refs, EXPORTS_KEY, "latest")["export"])
+    assert verify_export(body["audit"]).ok and verify_export(body["audit"]).root_hash == ref["root_hash"]
+    assert body["registry"]["history"][-1]["to_value"] == "validated" and body["registry"]["versions"][0]["stage"] == "validated"
+    body["audit"]["events"][0]["entry"] = body["audit"]["events"][0]["entry"].replace("trained", "TRAINED")
+    assert not verify_export(body["audit"]).ok, "a changed entry in the copy is caught"

@@ -427,3 +427,25 @@ def check_proof(bundle: dict, trusted_keys: dict[str, Key] | None = None, truste
         problems.append(f"inclusion proof does not lead from event {bundle['leaf_index']} to the signed root "
                         f"{head.root_hash[:16]} of size {head.tree_size}")
     return problems
+
+
+EXPORTS_KEY = "audit/exports"
+
+
+def export_to_store(registry, store, refs_root) -> tuple[str, dict]:
+    """The audit log and the registry (versions, stages, full history) as one content-addressed JSON object.
+
+    Stored where the configured object store keeps everything else (local, or the S3 bucket), with
+    a ref ``audit/exports[latest]`` naming it: an auditor's copy that outlives the database, and
+    that :func:`verify_export` re-checks offline.
+    """
+    log = registry.audit
+    if log is None:
+        raise AuditError("this registry has no audit log (open it with its audit keys)")
+    body = {"format": "avops-audit-export/1", "exported_at": _now(), "audit": log.export(),
+            "registry": {"versions": [asdict(v) for v in registry.list()], "history": [asdict(h) for h in registry.history()]}}
+    digest = store.put_json(body)
+    report = verify_export(body["audit"])
+    ref = {"export": digest, "events": report.size, "root_hash": report.root_hash, "published_at": body["exported_at"]}
+    store.write_ref(refs_root, EXPORTS_KEY, "latest", ref)
+    return digest, ref

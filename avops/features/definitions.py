@@ -62,6 +62,7 @@ _WHEELS = [q("wheel_fl_kph"), q("wheel_fr_kph"), q("wheel_rl_kph"), q("wheel_rr_
 _BRAKING = q("brake_pressure_bar") > 1.0
 _DECEL = q("accel_long_mps2") * -1.0
 _FIRM_BRAKING = _BRAKING & (_DECEL > 0.5)
+_MOVING = q("speed_kph") > 5.0
 WEAR_WINDOW_S = 45 * DAY_S  # pads wear over months; a long window gathers enough braking to see it
 
 TELEMETRY_FEATURES: list[FeatureDef] = [
@@ -83,6 +84,13 @@ TELEMETRY_FEATURES: list[FeatureDef] = [
     FeatureDef("motor_temp_mean", q("motor_temp_c"), "mean", description="mean motor temperature (°C)"),
     FeatureDef("motor_temp_max", q("motor_temp_c"), "max", description="peak motor temperature (°C)"),
     FeatureDef("gearbox_temp_mean", q("gearbox_temp_c"), "mean", description="mean transmission sump temperature (°C)"),
+    # shift patterns (dual-clutch platforms; an EV's single-speed drive has no gear on the bus): how the box is used
+    FeatureDef("gear_moving_mean", q("gear"), "mean", where=_MOVING, clock="gear",
+               description="mean engaged gear while moving: the shift schedule and the duty cycle together"),
+    FeatureDef("low_gear_share", q("gear") < 2.5, "frac", where=_MOVING, clock="gear",
+               description="share of moving time in 1st or 2nd gear: stop-and-go, launch wear on the clutches"),
+    FeatureDef("top_gear_share", q("gear") > 5.5, "frac", where=_MOVING, clock="gear",
+               description="share of moving time in 6th or 7th gear: motorway cruising"),
     FeatureDef("inverter_temp_max", q("inverter_temp_c"), "max", description="peak inverter temperature (°C)"),
     FeatureDef("ambient_temp_mean", q("ambient_temp_c"), "mean", description="mean outside temperature (°C)"),
     FeatureDef("hv_temp_mean", q("hv_temp_c"), "mean", description="mean traction battery temperature (°C)"),

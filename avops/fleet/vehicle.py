@@ -34,6 +34,24 @@ class Calibration:
     coolant_setpoint_c: float
     battery_setpoint_c: float
     brake_gain_bar_per_mps2: float
+    upshift_kph: tuple[float, ...] = (12.0, 25.0, 40.0, 55.0, 72.0, 90.0)  # DSG: speeds for 2nd..7th gear
+
+
+def gear_series(kph: np.ndarray, upshift_kph: tuple[float, ...], hysteresis_kph: float = 6.0) -> np.ndarray:
+    """The engaged gear of a 7-speed dual-clutch box: up at ``upshift_kph``, down ``hysteresis_kph`` lower.
+
+    Deterministic (no random draw), so adding it changed no other simulated value.
+    """
+    up = np.asarray(upshift_kph)
+    gears = np.empty(len(kph))
+    gear = 1
+    for i, v in enumerate(kph):
+        while gear <= len(up) and v >= up[gear - 1]:
+            gear += 1
+        while gear > 1 and v < up[gear - 2] - hysteresis_kph:
+            gear -= 1
+        gears[i] = gear
+    return gears
 
 
 def calibration_for(model_year: int, calibration_id: str | None = None) -> Calibration:
@@ -49,8 +67,8 @@ def calibration_for(model_year: int, calibration_id: str | None = None) -> Calib
         if m is None:
             raise ValueError(f"powertrain calibration {calibration_id!r} is not PTC-<platform>-<YY>.<revision>")
         year = 2000 + int(m.group(1))
-    if year >= 2024:
-        return Calibration(1.9, 96.0, 30.0, 11.0)
+    if year >= 2024:  # and shifts up earlier (lower revs)
+        return Calibration(1.9, 96.0, 30.0, 11.0, (10.0, 21.0, 34.0, 47.0, 62.0, 78.0))
     return Calibration(1.1, 90.0, 25.0, 12.5)
 
 
@@ -201,6 +219,7 @@ def simulate_signals(
         "motor_temp_c": motor_temp,
         "inverter_temp_c": motor_temp * 0.8 + amb * 0.2,
         "gearbox_temp_c": amb + (coolant - amb) * 0.8,
+        "gear": gear_series(kph, cal.upshift_kph),
         "ambient_temp_c": np.full(n, amb),
         "hv_voltage_v": voltage,
         "hv_current_a": current,
