@@ -286,6 +286,9 @@ def test_the_production_model_ships_to_the_gateway_and_rolls_back_alone(trained)
     matrix = cp.compatibility_rows(all_engines, cohort, socs)
     row = matrix[matrix["engine_sha256"] == rec["engine_sha256"]].iloc[0]
     assert row["compatible"] and row["ecu"] == "gateway" and row["ecu_hardware_id"] == "GW-MQB-H3"
+    old_matrix = cp.compatibility_rows(all_engines, fleet.cohort(OLD), socs)
+    assert old_matrix.loc[old_matrix["engine_sha256"] == rec["engine_sha256"], "compatible"].item(), "it would run on OLD's gateway"
+    assert packages.select_engines(old_matrix, all_engines, OLD) == [], "but it is another fleet's model: never shipped there"
     no_gateway = dataclasses.replace(cohort, id="no-gateway", ecus=tuple(e for e in cohort.ecus if e.name != "gateway"))
     assert "no gateway ECU" in cp.compatibility(rec, no_gateway, socs)[1]
 

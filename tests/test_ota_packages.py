@@ -32,8 +32,9 @@ def _bundle(home, cohort: str, dest):
 
 def test_a_package_ships_the_allowed_engine_with_a_verifiable_attestation_and_sbom(built, sim_cohort, tmp_path):
     home, socs = built["home"], load_catalog()
-    matrix = cp.compatibility_rows(built["records"], sim_cohort, socs)
-    pkg = packages.build_and_publish(home, sim_cohort, matrix, built["records"], "run-1")
+    records = [dict(r, cohort=sim_cohort.id) for r in built["records"]]  # as if built for this cohort's vehicles
+    matrix = cp.compatibility_rows(records, sim_cohort, socs)
+    pkg = packages.build_and_publish(home, sim_cohort, matrix, records, "run-1")
     [e] = pkg.engines
     assert e["precision"] == "int8", "int8 is preferred when the matrix allows it"
     [r] = pkg.releases
@@ -70,9 +71,10 @@ def test_rollback_of_one_component_leaves_the_others_untouched(built, sim_cohort
     home, socs = built["home"], load_catalog()
     cohort = dataclasses.replace(sim_cohort, id="x86-sim-rollback")
     hw = next(x.hardware_id for x in cohort.ecus if x.name == "adas_domain")
-    matrix = cp.compatibility_rows(built["records"], cohort, socs)
-    first = packages.build_and_publish(home, cohort, matrix, built["records"], "run-a")
-    fp32_only = [dict(r, status="blocked") if r["precision"] == "int8" else r for r in built["records"]]
+    records = [dict(r, cohort=cohort.id) for r in built["records"]]
+    matrix = cp.compatibility_rows(records, cohort, socs)
+    first = packages.build_and_publish(home, cohort, matrix, records, "run-a")
+    fp32_only = [dict(r, status="blocked") if r["precision"] == "int8" else r for r in records]
     second = packages.build_and_publish(home, cohort, matrix, fp32_only, "run-b")
     assert first.releases[0].sha256 != second.releases[0].sha256
     Uptane(home).release(cohort.id, "maintenance", "x86-ecu", "rul-model.onnx", b"maintenance model", "adas_domain", hw, "m-1")

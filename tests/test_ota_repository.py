@@ -143,3 +143,15 @@ def test_image_targets_are_immutable(tmp_path):
     ota.release("c2", "perception", "orin", "engine.onnx", ENGINE, "adas_domain", "HW", "r2")  # same bytes: fine
     with pytest.raises(ValueError, match="immutable"):
         ota.release("c3", "perception", "orin", "engine.onnx", ENGINE + b"!", "adas_domain", "HW", "r3")
+
+
+def test_an_image_released_to_several_cohorts_stays_allowed_on_each_ones_hardware(tmp_path):
+    """Two cohorts whose gateways differ in hardware share one image: the second release must not revoke the first's."""
+    from avops.home import HomeLayout
+    from avops.ota.uptane import Uptane
+
+    ota = Uptane(HomeLayout(tmp_path / "home"))
+    ota.release("c1", "maintenance", "s32g3", "m.onnx", ENGINE, "gateway", "GW-A", "r1")
+    ota.release("c2", "maintenance", "s32g3", "m.onnx", ENGINE, "gateway", "GW-B", "r2")
+    target = ota.image().targets("maintenance-s32g3").targets["maintenance/s32g3/m.onnx"]
+    assert target.unrecognized_fields["custom"]["hardware_ids"] == ["GW-A", "GW-B"]

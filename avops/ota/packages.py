@@ -50,24 +50,18 @@ class Package:
 
 
 def select_engines(matrix: pd.DataFrame, engines: list[dict], cohort: str) -> list[dict]:
-    """Per component, the allowed engine of the most preferred precision (int8, then fp16, then fp32),
-    the cohort's own first.
+    """Per component, the cohort's own allowed engine of the most preferred precision (int8, then fp16, then fp32).
 
     Another cohort's engine may run on these vehicles (the matrix says so), but its model was
-    trained and gated on another fleet: it ships only to a cohort that has no engine of its own
-    for that component (a new cohort on a known platform).
+    trained and gated on another fleet, with another bus's features: it is never shipped here.
     """
     allowed = set(matrix.loc[matrix["compatible"] & matrix["engine_sha256"].notna(), "engine_sha256"])
     by_component: dict[str, dict] = {}
-
-    def rank(e: dict) -> tuple[int, int]:
-        return (0 if e["cohort"] == cohort else 1, PREFERENCE.index(e["precision"]))
-
     for e in engines:
-        if e["engine_sha256"] not in allowed or e["status"] != "ok":
+        if e["engine_sha256"] not in allowed or e["status"] != "ok" or e["cohort"] != cohort:
             continue
         best = by_component.get(e["component"])
-        if best is None or rank(e) < rank(best):
+        if best is None or PREFERENCE.index(e["precision"]) < PREFERENCE.index(best["precision"]):
             by_component[e["component"]] = e
     return [by_component[c] for c in sorted(by_component)]
 

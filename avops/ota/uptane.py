@@ -120,7 +120,9 @@ class Uptane:
         if existing is not None and existing.hashes.get("sha256") != sha256_bytes(data):
             raise ValueError(f"the image repository already holds other bytes at {path}: image targets are immutable "
                              "(directors elsewhere point at them); name a new image by its digest")
-        image.add_target(path, data, role=role, custom={"hardware_ids": [hardware_id], **(image_custom or {})})
+        # the same image may serve several cohorts' ECUs: the hardware it is allowed on only ever grows
+        allowed = sorted({hardware_id, *((existing.unrecognized_fields.get("custom", {}).get("hardware_ids") or []) if existing else [])})
+        image.add_target(path, data, role=role, custom={"hardware_ids": allowed, **(image_custom or {})})
         image.publish()
         director = self.director(cohort)
         previous = [t for t in director.targets().targets.values()
