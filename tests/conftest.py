@@ -251,8 +251,9 @@ def packaged(built, tmp_path):
     version = built["train"].version.version
     report = tp.evaluate(home, repo, reg, built["cohort"].id, version, built["policy"], "test")
     cohort = dataclasses.replace(built["cohort"], id="x86-lineage", soc="x86-ecu")
-    matrix = cp.compatibility_rows(built["records"], cohort, load_catalog())
-    pkg = packages.build_and_publish(home, cohort, matrix, built["records"], "run-lineage")
+    records = [dict(r, cohort=cohort.id) for r in built["records"]]  # as if built for this cohort (packages ship only their own)
+    matrix = cp.compatibility_rows(records, cohort, load_catalog())
+    pkg = packages.build_and_publish(home, cohort, matrix, records, "run-lineage")
     m, _ = packages.publish_manifest(home, pkg, "0" * 64)
     return {"home": home, "reg": reg, "repo": repo, "cohort": cohort, "pkg": pkg, "manifest": m, "evidence": report.evidence_sha256,
             "checkpoint": built["train"].checkpoint.digest, "policy": built["policy"], "version": version,

@@ -24,13 +24,14 @@ def fleet(built, request):
     home = built["home"]
     cohort = dataclasses.replace(built["cohort"], id=f"x86-rollout-{request.node.name[-12:]}", soc="x86-ecu")
     hw = next(e.hardware_id for e in cohort.ecus if e.name == "adas_domain")
-    matrix = cp.compatibility_rows(built["records"], cohort, load_catalog())
-    first = packages.build_and_publish(home, cohort, matrix, built["records"], "run-1")
+    records = [dict(r, cohort=cohort.id) for r in built["records"]]  # as if built for this cohort (packages ship only their own)
+    matrix = cp.compatibility_rows(records, cohort, load_catalog())
+    first = packages.build_and_publish(home, cohort, matrix, records, "run-1")
     vehicles = {v: SimulatedVehicle(home, cohort.id, v, hw) for v in VEHICLES}
     now = datetime.now(timezone.utc)
     for sim in vehicles.values():  # everyone on package 1
         sim.cycle(first.rollout_id, "perception", now)
-    fp32 = [dict(r, status="blocked") if r["precision"] == "int8" else r for r in built["records"]]
+    fp32 = [dict(r, status="blocked") if r["precision"] == "int8" else r for r in records]
     policy = load_rollout_policy(waves=[0.1, 0.5, 1.0], soak_seconds=0, success_threshold=1.0, error_threshold=0.2)
     store = RolloutStore.local(home)
     second = packages.build_and_publish(home, cohort, matrix, fp32, "run-2")
