@@ -155,3 +155,23 @@ def test_an_image_released_to_several_cohorts_stays_allowed_on_each_ones_hardwar
     ota.release("c2", "maintenance", "s32g3", "m.onnx", ENGINE, "gateway", "GW-B", "r2")
     target = ota.image().targets("maintenance-s32g3").targets["maintenance/s32g3/m.onnx"]
     assert target.unrecognized_fields["custom"]["hardware_ids"] == ["GW-A", "GW-B"]
+
+
+def test_a_repository_killed_during_its_first_init_is_completed_by_the_next_publish(tmp_path, served):
+    """SIGKILL after root was written but before targets, snapshot and timestamp: the next writer must not be stuck
+    (``exists()`` is already true), and a plain TUF client must then verify and download from it."""
+    root_dir, url = served
+    repo = FileRepository(root_dir, KeyRing(tmp_path / "keys"), "image")
+    with repo.edit_root() as root:  # the first step of init(), then the process died
+        root.consistent_snapshot = True
+        for role, (n, threshold) in {"root": (2, 2), "targets": (2, 2), "snapshot": (1, 1), "timestamp": (1, 1)}.items():
+            for key in repo.keys.generate(repo._key_role(role), n):
+                root.add_key(key, role)
+            root.roles[role].threshold = threshold
+    assert repo.exists() and not (repo.metadata_dir / "timestamp.json").exists()
+    again = FileRepository(root_dir, KeyRing(tmp_path / "keys"), "image")  # the retry, in a new process
+    again.add_target("perception/orin/engine.onnx", ENGINE)
+    again.publish()
+    up = _client(tmp_path, again, url)
+    up.refresh()
+    assert open(up.download_target(up.get_targetinfo("perception/orin/engine.onnx")), "rb").read() == ENGINE
