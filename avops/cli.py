@@ -333,7 +333,7 @@ def audit_export(home: str | None) -> None:
     lay = layout(home)
     store = open_store(lay)
     digest, ref = export_to_store(_open_registry(home), store, lay.refs)
-    where = f"s3://{store.bucket}/{store.key(digest)}" if hasattr(store, "bucket") else str(store.path(digest))
+    where = store.location(digest)
     console.print(f"[green]exported[/] {ref['events']} audit events and the registry history: {where} "
                   f"(root {ref['root_hash'][:16]}; ref audit/exports[latest])")
 

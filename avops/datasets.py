@@ -28,10 +28,6 @@ class Manifest:
         return self.body["tables"]
 
 
-def ref_path(refs_root: Path, key: str, partition: str) -> Path:
-    return refs_root / key / f"{partition}.json"
-
-
 def publish(store: ObjectStore, refs_root: Path, key: str, partition: str, tables: dict[str, pa.Table], extra: dict) -> Manifest:
     """Store each table, then the manifest, then move the ref (the only mutable write).
 

@@ -21,13 +21,6 @@ def connect(home: HomeLayout, key: str, partition: str) -> duckdb.DuckDBPyConnec
 def connect_manifest(store: ObjectStore, m: datasets.Manifest) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with a view per table of one exact manifest (what a recorded digest names)."""
     con = duckdb.connect()
-    fs = getattr(store, "filesystem", None)  # S3: through pyarrow's S3 filesystem (DuckDB's httpfs needs a download)
     for name, entry in m.tables.items():
-        if fs is not None:
-            import pyarrow.dataset as ds
-
-            con.register(name, ds.dataset(store.arrow_path(entry["sha256"]), filesystem=fs, format="parquet"))
-            continue
-        path = str(store.path(entry["sha256"])).replace("'", "''")
-        con.execute(f"CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet('{path}')")
+        store.register_table(con, name, entry["sha256"])
     return con

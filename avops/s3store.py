@@ -15,6 +15,7 @@ credentials and ``AWS_ENDPOINT_URL`` / ``AWS_REGION`` the way boto3 reads them.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -24,6 +25,16 @@ from urllib.parse import urlparse
 from avops.store import IntegrityError, ObjectStore, atomic_write_bytes, sha256_bytes
 
 ENV_STORE = "AVOPS_OBJECT_STORE"
+
+
+@functools.lru_cache(maxsize=None)
+def _client(endpoint: str | None):
+    """One boto3 client per endpoint and process (they are thread-safe; creating one costs tens of ms)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=endpoint,
+                        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60))
 
 
 class ObjectStoreUnavailable(RuntimeError):
@@ -45,14 +56,11 @@ class S3ObjectStore(ObjectStore):
             raise ValueError(f"{ENV_STORE}={url!r}: expected s3://bucket[/prefix]")
         self.url, self.bucket, self.prefix = url, u.netloc, u.path.strip("/")
         self.endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            client = boto3.client("s3", endpoint_url=self.endpoint,
-                                  config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60))
-        self.client = client
+        self.client = client or _client(self.endpoint)
         self._fs = None
+
+    def location(self, digest: str) -> str:
+        return f"s3://{self.bucket}/{self.key(digest)}"
 
     # -- keys ---------------------------------------------------------------------------------
     def key(self, digest: str) -> str:
@@ -169,7 +177,9 @@ class S3ObjectStore(ObjectStore):
         if self._fs is None:
             from pyarrow import fs
 
-            creds = self.client._request_signer._credentials  # the resolved credentials boto3 uses
+            import boto3
+
+            creds = boto3.Session().get_credentials()  # the same chain (environment, profile, role) the client used
             frozen = creds.get_frozen_credentials() if creds is not None else None
             endpoint = urlparse(self.endpoint) if self.endpoint else None
             self._fs = fs.S3FileSystem(
@@ -179,5 +189,8 @@ class S3ObjectStore(ObjectStore):
                 connect_timeout=5, request_timeout=60)
         return self._fs
 
-    def arrow_path(self, digest: str) -> str:
-        return f"{self.bucket}/{self.key(digest)}"
+    def register_table(self, con, name: str, digest: str) -> None:
+        """A DuckDB view of the stored Parquet read through pyarrow's S3 filesystem (DuckDB's httpfs needs a download)."""
+        import pyarrow.dataset as ds
+
+        con.register(name, ds.dataset(f"{self.bucket}/{self.key(digest)}", filesystem=self.filesystem, format="parquet"))

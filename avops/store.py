@@ -107,6 +107,15 @@ class ObjectStore:
     def get_json(self, digest: str) -> object:
         return json.loads(self.get_bytes(digest))
 
+    def location(self, digest: str) -> str:
+        """Where the object lives, for people (a path here, an ``s3://`` URL on S3)."""
+        return str(self.path(digest))
+
+    def register_table(self, con, name: str, digest: str) -> None:
+        """Make the stored Parquet object queryable as ``name`` in a DuckDB connection."""
+        path = str(self.path(digest)).replace("'", "''")
+        con.execute(f"CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet('{path}')")
+
     # Refs: the only mutable pointers (``key[partition]`` -> current manifest). They live beside the
     # objects: in a folder here, in the bucket for :class:`avops.s3store.S3ObjectStore`.
     def read_ref(self, refs_root: Path, key: str, partition: str) -> dict | None:

@@ -21,6 +21,7 @@ from avops_assets.partitions import COHORTS
 from resources import AvopsHome, FleetRegistryResource, ModelRegistryResource
 from sensors.runs import in_flight
 
+
 def retrain_in_flight(instance: dg.DagsterInstance, cohort: str) -> bool:
     return in_flight(instance, RETRAIN_JOB, cohort)
 

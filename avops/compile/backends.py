@@ -48,7 +48,8 @@ def ort_version() -> str:
     return ".".join(onnxruntime.__version__.split(".")[:2])
 
 
-def _session(data: bytes, threads: int = 1):
+def session(data: bytes, threads: int = 1):
+    """An ONNX Runtime CPU session with pinned threads (how every engine here is run)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -164,7 +165,7 @@ class OrtEngineDetector:
     """Runs an ONNX Runtime engine and decodes exactly like the PyTorch detector (``predict`` -> FrameDetections)."""
 
     def __init__(self, data: bytes, threads: int = 2) -> None:
-        self.session = _session(data, threads)
+        self.session = session(data, threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.classes = tuple(json.loads(meta["classes"]))
         cfg = TeacherConfig(members=1, score_threshold=float(meta["score_threshold"]),

@@ -71,6 +71,13 @@ def _signer(home: HomeLayout):
     return ring.signers(SIGNER_ROLE)[0]
 
 
+def _by_kind(lin: Lineage) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for n in lin.nodes.values():
+        out.setdefault(n.kind, []).append(n)
+    return out
+
+
 def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None = None, mapping: dict | None = None) -> tuple[dict, Lineage]:
     """The dossier document for ``cohort``'s current package.
 
@@ -85,9 +92,7 @@ def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None =
     except LookupError as exc:
         lin, mv = _model_lineage(home, cohort, registry, repo)
         no_package = f"{exc}; {ota_packages.why_no_package(home, cohort)}"
-    by_kind: dict[str, list] = {}
-    for n in lin.nodes.values():
-        by_kind.setdefault(n.kind, []).append(n)
+    by_kind = _by_kind(lin)
     pkg = rel = eng = None
     others: list[dict] = []
     if no_package is None:
@@ -102,10 +107,7 @@ def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None =
         if rel is None:  # the package carries other components only (perception is not built for this SoC here)
             lin, mv = _model_lineage(home, cohort, registry, repo)
             no_package = f"the package carries no perception engine; {ota_packages.why_no_package(home, cohort)}"
-            by_kind = {}
-            for n in lin.nodes.values():
-                by_kind.setdefault(n.kind, []).append(n)
-            pkg = None
+            by_kind, pkg = _by_kind(lin), None
         else:
             eng = engines[rel["sha256"]]
             mv = registry.get(eng["component"], int(eng["model_version"]))

@@ -85,11 +85,9 @@ class SimulatedVehicle:
     @staticmethod
     def _health(engine: bytes, slow: bool) -> dict:
         try:
-            import onnxruntime as ort
+            from avops.compile.backends import session
 
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = 1
-            sess = ort.InferenceSession(engine, so, providers=["CPUExecutionProvider"])
+            sess = session(engine)
             inp = sess.get_inputs()[0]  # a camera frame for perception, a feature row for maintenance
             x = np.random.default_rng(0).uniform(0, 255, [d if isinstance(d, int) else 1 for d in inp.shape]).astype(np.float32)
             sess.run(None, {inp.name: x})

@@ -75,10 +75,8 @@ def export_onnx(components: dict[str, ComponentModel], meta: dict) -> bytes:
 
 def run(engine: bytes, X: np.ndarray) -> dict[str, np.ndarray]:
     """Outputs of an engine on feature rows (float32), by name."""
-    import onnxruntime as ort
+    from avops.compile.backends import session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(engine, so, providers=["CPUExecutionProvider"])
+    sess = session(engine)
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(names, {INPUT: np.asarray(X, np.float32)})))

@@ -142,11 +142,10 @@ def sbom(e: dict, cohort: str) -> bytes:
 
 def current_release(ota: Uptane, cohort: str, component: str, ecu: str) -> Release | None:
     """What the cohort's director assigns now to ``ecu`` for ``component`` (None: nothing yet)."""
-    for t in ota.director(cohort).targets().targets.values():
-        c = t.unrecognized_fields.get("custom", {})
-        if c.get("ecu_identifier") == ecu and t.path.startswith(f"{component}/"):
-            return Release(t.path, t.hashes["sha256"], t.length, int(c["release_counter"]), str(c.get("rollout_id", "")), ecu,
-                           str(c.get("hardware_id", "")))
+    for t in ota.assigned(cohort, component, ecu):
+        c = t.unrecognized_fields["custom"]
+        return Release(t.path, t.hashes["sha256"], t.length, int(c["release_counter"]), str(c.get("rollout_id", "")), ecu,
+                       str(c.get("hardware_id", "")))
     return None
 
 

@@ -102,6 +102,11 @@ class Uptane:
             repo.init(root_keys=2, root_threshold=2, targets_keys=1, targets_threshold=1)
         return repo
 
+    def assigned(self, cohort: str, component: str, ecu_identifier: str) -> list:
+        """The director's entries for ``component`` on one ECU of the cohort (at most one after any release)."""
+        return [t for t in self.director(cohort).targets().targets.values()
+                if t.unrecognized_fields.get("custom", {}).get("ecu_identifier") == ecu_identifier and t.path.startswith(f"{component}/")]
+
     def ensure_role(self, component: str, soc: str) -> str:
         image = self.image()
         role = role_for(component, soc)
@@ -125,9 +130,7 @@ class Uptane:
         image.add_target(path, data, role=role, custom={"hardware_ids": allowed, **(image_custom or {})})
         image.publish()
         director = self.director(cohort)
-        previous = [t for t in director.targets().targets.values()
-                    if t.unrecognized_fields.get("custom", {}).get("ecu_identifier") == ecu_identifier
-                    and t.path.startswith(f"{component}/")]
+        previous = self.assigned(cohort, component, ecu_identifier)
         counter = max((int(t.unrecognized_fields["custom"]["release_counter"]) for t in previous), default=0) + 1
         custom = {"ecu_identifier": ecu_identifier, "hardware_id": hardware_id, "release_counter": counter, "rollout_id": rollout_id}
         # one image per ECU and component: the previous one is replaced in the same signed version
