@@ -37,6 +37,11 @@ class HomeLayout:
         return self.root / "workshop"
 
     @property
+    def bms(self) -> Path:
+        """Where battery management systems deliver reference-test logs: ``<fleet>/<unit>/<cell>-<time>.parquet``."""
+        return self.root / "bms"
+
+    @property
     def plant(self) -> Path:
         """What manufacturing lines deliver: ``aoi/<line>/<shift>/`` (images + shift.json), ``rework/<line>/<shift>.csv``."""
         return self.root / "plant"

@@ -1,0 +1,1 @@
+"""Battery intelligence: BMS reference-test logs, electrochemical features, state-of-health models."""
