@@ -56,6 +56,51 @@ class SimProfile:
 
 
 @dataclass(frozen=True)
+class ModelGate:
+    name: str
+    target: str
+    threshold: float
+    min_cells: int
+    on_insufficient: str
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    features: tuple[str, ...]
+    ridge_alpha: float
+    end_of_life_soh: float
+    bands: dict[str, tuple[float, float]]
+    gates: tuple[ModelGate, ...]
+    ecu: str
+    parity_max_soh: float
+    parity_max_rul_cycles: float
+
+
+_GATES = {"soh_mae_upper_bound": "soh", "rul_mae_upper_bound_cycles": "rul_cycles"}
+
+
+def _model(raw: dict, where: str) -> ModelSettings:
+    from avops.battery.features import FEATURE_NAMES
+
+    feats = tuple(raw.get("features") or FEATURE_NAMES)
+    unknown = [f for f in feats if f not in FEATURE_NAMES]
+    if unknown:
+        raise BatteryConfigError(f"{where}: model.features has unknown features {unknown}; known: {', '.join(FEATURE_NAMES)}")
+    gates = []
+    for g, spec in (raw.get("gates") or {}).items():
+        if g not in _GATES:
+            raise BatteryConfigError(f"{where}: model.gates: unknown gate {g!r}; known: {', '.join(_GATES)}")
+        if spec.get("on_insufficient", "block") not in ("block", "warn"):
+            raise BatteryConfigError(f"{where}: model.gates.{g}: on_insufficient must be block or warn")
+        gates.append(ModelGate(g, _GATES[g], float(spec["max"]), int(spec.get("min_cells", 2)), spec.get("on_insufficient", "block")))
+    bands = {k: (float(v[0]), float(v[1])) for k, v in (raw.get("temperature_bands_c") or {"all": [-100, 200]}).items()}
+    deploy = raw.get("deploy") or {}
+    return ModelSettings(feats, float(raw.get("ridge_alpha", 1.0)), float(raw.get("end_of_life_soh", 0.8)), bands, tuple(gates),
+                         str(deploy.get("ecu", "bms")), float(deploy.get("parity_max_soh", 0.01)),
+                         float(deploy.get("parity_max_rul_cycles", 10)))
+
+
+@dataclass(frozen=True)
 class BatteryConfig:
     chemistries: dict[str, Chemistry]
     fleets: dict[str, FleetUsage]
@@ -66,6 +111,7 @@ class BatteryConfig:
     start_date: str
     profiles: dict[str, SimProfile]
     path: str
+    model: ModelSettings | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def fleet(self, fleet_id: str) -> FleetUsage:
@@ -122,4 +168,5 @@ def load_battery_config(path: str | Path | None = None) -> BatteryConfig:
     profiles = {n: SimProfile(**v) for n, v in (sim.get("profiles") or {}).items()}
     return BatteryConfig(chems, fleets, float(aging.get("sei_activation_energy_j_mol", 37480.0)),
                          float(aging.get("sei_rate_spread_log", 0.25)), float(aging.get("capacity_spread", 0.02)),
-                         int(sim.get("seed", 0)), str(sim.get("start_date", "2026-01-01")), profiles, str(p), raw)
+                         int(sim.get("seed", 0)), str(sim.get("start_date", "2026-01-01")), profiles, str(p),
+                         _model(raw.get("model") or {}, str(p)), raw)

@@ -74,16 +74,17 @@ def build_ort_fp32(onnx_bytes: bytes, soc: str) -> Engine:
 
 
 class _Reader:
-    """CalibrationDataReader over calibration images (float32 NHWC batches)."""
+    """CalibrationDataReader over calibration inputs (float32 batches: images, or feature rows)."""
 
-    def __init__(self, images: np.ndarray, batch: int = 16) -> None:
-        self._it: Iterator = iter([{"images": np.asarray(images[a:a + batch], np.float32)} for a in range(0, len(images), batch)])
+    def __init__(self, images: np.ndarray, batch: int = 16, input_name: str = "images") -> None:
+        self._it: Iterator = iter([{input_name: np.asarray(images[a:a + batch], np.float32)} for a in range(0, len(images), batch)])
 
     def get_next(self):
         return next(self._it, None)
 
 
-def build_ort_int8(onnx_bytes: bytes, soc: str, calibration: np.ndarray, calibration_sha256: str) -> Engine:
+def build_ort_int8(onnx_bytes: bytes, soc: str, calibration: np.ndarray, calibration_sha256: str, input_name: str = "images",
+                   op_types: tuple[str, ...] = ("Conv",)) -> Engine:
     """Static INT8 (QDQ, per-channel weights, UInt8 activations) calibrated on the calibration split only."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -91,13 +92,13 @@ def build_ort_int8(onnx_bytes: bytes, soc: str, calibration: np.ndarray, calibra
     if len(calibration) == 0:
         raise ValueError("INT8 calibration needs calibration frames: the curated set's calibration (val) split is empty")
     flags = {"format": "QDQ", "per_channel": True, "activation_type": "QUInt8", "weight_type": "QInt8",
-             "calibrate_method": "MinMax", "op_types_to_quantize": ["Conv"], "calibration_frames": int(len(calibration))}
+             "calibrate_method": "MinMax", "op_types_to_quantize": list(op_types), "calibration_frames": int(len(calibration))}
     with tempfile.TemporaryDirectory() as d:
         src, pre, out = Path(d) / "fp32.onnx", Path(d) / "pre.onnx", Path(d) / "int8.onnx"
         src.write_bytes(onnx_bytes)
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(out), _Reader(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"],
+        quantize_static(str(pre), str(out), _Reader(calibration, input_name=input_name), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=list(op_types),
                         calibrate_method=CalibrationMethod.MinMax)
         data = out.read_bytes()
     return Engine(soc, "int8", "onnxruntime", ort_version(), data, flags, True, "onnxruntime", calibration_sha256)
