@@ -90,6 +90,47 @@ def fleet_simulate(profile, seed, cohorts, start_date, registry, home, campaign_
     console.print(f"[green]{report.written} drive(s) written, {report.skipped} already present[/] in {lay.landing}")
 
 
+@fleet.command("simulate-batteries")
+@click.option("--profile", default="demo", show_default=True, help="Battery simulation profile of config/battery.yaml (demo or full).")
+@click.option("--fleet", "fleets", multiple=True, help="Only these battery fleets (repeatable). Default: all.")
+@click.option("--until", default=None, help="Deliver only reference tests that started by this date (YYYY-MM-DD).")
+@click.option("--workers", type=int, default=2, show_default=True, help="Cells simulated in parallel (PyBaMM, one process each).")
+@click.option("--home", type=click.Path(file_okay=False), default=None, help="AVOPS_HOME to write into.")
+def fleet_simulate_batteries(profile, fleets, until, workers, home) -> None:
+    """Age every cell of the battery fleets with PyBaMM and deliver their BMS reference-test logs (bms/)."""
+    from datetime import datetime, timezone
+
+    from avops.battery.config import BatteryConfigError, load_battery_config
+    from avops.fleet_registry import load_registry
+    from avops.home import layout
+
+    try:
+        config = load_battery_config()
+        config.profile(profile)
+        for f in fleets:
+            config.fleet(f)
+    except BatteryConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    stop = datetime.fromisoformat(until).replace(tzinfo=timezone.utc) if until else None
+    lay = layout(home)
+    results = run_battery_simulation(config, load_registry(), lay, profile, list(fleets) or None, workers, stop)
+    cached = sum(r.cached for r in results)
+    console.print(f"[green]{sum(r.written for r in results)} BMS log(s) written[/] for {len(results)} cells "
+                  f"({cached} from the PyBaMM cache) in {lay.bms}")
+
+
+def run_battery_simulation(config, registry, lay, profile: str, fleets, workers: int = 2, until=None):
+    """The battery simulation with a progress bar (PyBaMM takes seconds per cell the first time)."""
+    from avops.fleet.battery import fleet_units, simulate_batteries
+
+    prof = config.profile(profile)
+    total = sum(len(fleet_units(config, registry, f, prof.stationary_units)) * prof.cells_per_unit for f in (fleets or config.fleets))
+    with progress_bar() as bar:
+        task = bar.add_task("aging cells (PyBaMM)", total=total, note="")
+        return simulate_batteries(config, registry, lay, profile, fleets, workers, until,
+                                  progress=lambda r: bar.update(task, advance=1, note=f"{r.spec.cell_id}{' (cached)' if r.cached else ''}"))
+
+
 @main.group()
 def can() -> None:
     """CAN logs and DBC databases."""

@@ -40,6 +40,8 @@ def demo_command(profile: str, cohorts: tuple[str, ...], campaign_round: bool) -
     console.print(f"fleet: {sim.written} drive(s) written, {sim.skipped} already in {lay.landing}")
 
     instance = dg.DagsterInstance.get()
+    if not _battery_round(instance, lay, registry, profile):
+        raise click.ClickException("battery runs failed: open the UI (make ui) and look at the battery_fleet / battery_chemistry runs")
     existing = set(instance.get_dynamic_partitions(COHORTS))
     missing = [c for c in selected if c not in existing]
     if missing:
@@ -703,3 +705,71 @@ def _print_round(record: dict) -> None:
 
 
 __all__ = ["demo_command"]
+
+
+def _battery_round(instance, lay, registry, profile: str) -> bool:
+    """Battery fleets: age the cells (PyBaMM, cached), ingest their BMS logs, fit each chemistry's embedding,
+    build the feature tables, export golden vectors and train the SoH/RUL models behind their gates. The
+    main job's `compile/bms_engines` then ships each cohort's chemistry model to its BMS."""
+    from avops.battery.config import load_battery_config
+    from avops.battery import pipeline as bp
+    from avops.cli import run_battery_simulation
+    from avops.registry import ModelRegistry
+    from avops_assets.definitions import defs
+    from avops_assets.defs.battery.assets import CELLS, EMBEDDING, GOLDEN, REFERENCE_TESTS, SOH_MODELS
+    from avops_assets.jobs import BATTERY_CHEMISTRY_JOB, BATTERY_FLEET_JOB
+    from avops_assets.partitions import BATTERY_FLEETS
+
+    config = load_battery_config()
+    cells = run_battery_simulation(config, registry, lay, profile, None)
+    console.print(f"battery fleets: {len(cells)} cells aged ({sum(c.cached for c in cells)} from the PyBaMM cache), "
+                  f"{sum(c.written for c in cells)} BMS log(s) delivered to {lay.bms}")
+    missing = [f for f in config.fleets if f not in set(instance.get_dynamic_partitions(BATTERY_FLEETS))]
+    if missing:
+        instance.add_dynamic_partitions(BATTERY_FLEETS, missing)
+    d = defs()
+    fleet_job, chem_job = d.resolve_job_def(BATTERY_FLEET_JOB), d.resolve_job_def(BATTERY_CHEMISTRY_JOB)
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    outcomes: dict = {}
+
+    def run(job, key: str, assets: list, label: str) -> None:
+        t0 = time.monotonic()
+        r = job.execute_in_process(partition_key=key, instance=instance, asset_selection=assets, raise_on_error=False, run_config=quiet)
+        outcomes[f"{key}: {label}"] = _outcome(r, time.monotonic() - t0)
+
+    with progress_bar() as bar:
+        steps = 2 * len(config.fleets) + 2 * len(config.chemistries)
+        task = bar.add_task("battery: ingest, embedding, features, models", total=steps, note="")
+        for stage, keys, job, assets, label in (
+                ("ingest", list(config.fleets), fleet_job, [REFERENCE_TESTS], "BMS logs"),
+                ("embedding", list(config.chemistries), chem_job, [EMBEDDING], "embedding"),
+                ("features", list(config.fleets), fleet_job, [CELLS], "features"),
+                ("models", list(config.chemistries), chem_job, [GOLDEN, SOH_MODELS], "golden vectors + SoH/RUL model")):
+            for k in keys:
+                bar.update(task, note=f"{stage} {k}")
+                run(job, k, assets, label)
+                bar.update(task, advance=1)
+    _print_runs("battery runs", outcomes, key="partition")
+    reg = ModelRegistry.local(lay)
+    table = Table(title="battery SoH/RUL models per chemistry (held-out cells; vehicle fleets and storage together)")
+    for col in ("chemistry", "model", "cells", "gates", "SoH MAE: vehicle-only → both (on storage cells)", "RUL MAE (cycles): vehicle-only → both"):
+        table.add_column(col)
+    for chem in config.chemistries:
+        v = bp.production(reg, chem)
+        versions = reg.list(bp.MODEL, cohort=chem)
+        if not versions:
+            table.add_row(chem, "none", "–", "–", "–", "–")
+            continue
+        newest = max(versions, key=lambda x: x.version)
+        ev = open_store(lay).get_json(newest.lineage["evidence_sha256"])
+        gates = ev["gates"]
+        passed = sum(g["status"] == "passed" for g in gates)
+        gen = {(g["target"], g["trained_on"], g["evaluated_on"]): g["mae"] for g in ev["generalization"]}
+        cell = "held-out stationary cells"
+        fmt = lambda x, p: "–" if x is None else f"{x:.{p}f}"  # noqa: E731
+        table.add_row(chem, f"v{newest.version} {newest.stage}" + (f" (production v{v.version})" if v and v.version != newest.version else ""),
+                      str(ev["cells"]), f"{passed}/{len(gates)} pass, {sum(g['blocks'] for g in gates)} block",
+                      f"{fmt(gen.get(('soh', 'vehicle_only', cell)), 4)} → {fmt(gen.get(('soh', 'both', cell)), 4)}",
+                      f"{fmt(gen.get(('rul_cycles', 'vehicle_only', cell)), 1)} → {fmt(gen.get(('rul_cycles', 'both', cell)), 1)}")
+    _show(table)
+    return all(o["status"] != "failed" for o in outcomes.values())

@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from avops_assets.partitions import cohort_partitions, line_partitions
+from avops_assets.partitions import battery_fleet_partitions, cohort_partitions, line_partitions
 
 MAIN_JOB = "avops_main"
 
@@ -39,7 +39,7 @@ ENGINES = dg.AssetKey(["compile", "engines"])
 
 # The main job: the whole vehicle asset graph (with its checks) for one cohort. Manufacturing lines
 # are their own partitions and job.
-main_job = dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all() - dg.AssetSelection.groups("manufacturing"),
+main_job = dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all() - dg.AssetSelection.groups("manufacturing", "battery"),
                                partitions_def=cohort_partitions, config=run_defaults())
 
 # TensorRT targets build on a GPU executor: these tags route a run there (the queued run coordinator
@@ -62,3 +62,21 @@ inspection_retrain_job = dg.define_asset_job(
     INSPECTION_JOB, selection=dg.AssetSelection.keys(dg.AssetKey(["manufacturing", "inspection_data"]),
                                                      dg.AssetKey(["manufacturing", "inspection_models"])),
     partitions_def=line_partitions)
+
+# Battery: per fleet (BMS logs -> features -> drift) and per chemistry (embedding, golden vectors, models).
+BATTERY_FLEET_JOB = "battery_fleet"
+BATTERY_CHEMISTRY_JOB = "battery_chemistry"
+battery_fleet_job = dg.define_asset_job(
+    BATTERY_FLEET_JOB, selection=dg.AssetSelection.groups("battery") & dg.AssetSelection.assets(
+        dg.AssetKey(["battery", "reference_tests"]), dg.AssetKey(["features", "battery_cells"])),
+    partitions_def=battery_fleet_partitions)
+
+
+def battery_chemistry_job() -> dg.UnresolvedAssetJobDefinition:
+    from avops_assets.partitions import chemistry_partitions
+
+    return dg.define_asset_job(
+        BATTERY_CHEMISTRY_JOB, selection=dg.AssetSelection.assets(
+            dg.AssetKey(["features", "battery_embedding"]), dg.AssetKey(["features", "battery_golden_vectors"]),
+            dg.AssetKey(["battery", "soh_models"])),
+        partitions_def=chemistry_partitions())

@@ -7,3 +7,13 @@ cohort_partitions = dg.DynamicPartitionsDefinition(name=COHORTS)
 
 LINES = "lines"
 line_partitions = dg.DynamicPartitionsDefinition(name=LINES)  # manufacturing lines, from config/lines.yaml
+
+BATTERY_FLEETS = "battery_fleets"
+battery_fleet_partitions = dg.DynamicPartitionsDefinition(name=BATTERY_FLEETS)  # vehicle cohorts and storage fleets with BMS logs
+
+
+def chemistry_partitions() -> dg.StaticPartitionsDefinition:
+    """One partition per cell chemistry of config/battery.yaml (read when the code location loads)."""
+    from avops.battery.config import load_battery_config
+
+    return dg.StaticPartitionsDefinition(sorted(load_battery_config().chemistries))

@@ -23,14 +23,13 @@ from avops.battery.model import TARGETS, LinearModel
 from avops.battery.pipeline import MODEL, NoBatteryData, load_checkpoint, production, training_rows
 from avops.compile import backends
 from avops.compile.export import opset_of
-from avops.compile.pipeline import COMPILE_VERSION, ensure_buildable
+from avops.compile.pipeline import BMS_ENGINES, COMPILE_VERSION, ensure_buildable
 from avops.compile.socs import Soc
 from avops.fleet_registry import Cohort
 from avops.home import HomeLayout
 from avops.registry import ModelRegistry
 from avops.store import open_store
 
-BMS_ENGINES = "compile/bms_engines"
 INPUT = "features"
 OPSET = 17
 

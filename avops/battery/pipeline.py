@@ -210,3 +210,44 @@ def _finite(obj):
     if isinstance(obj, list):
         return [_finite(v) for v in obj]
     return obj
+
+
+@dataclass
+class BatteryParity:
+    passed: bool
+    compared: int
+    max_rel_diff: float
+    mismatches: list[dict]
+
+
+def verify_parity(home: HomeLayout, config: BatteryConfig, fleet: str, rel_tol: float = 1e-8) -> BatteryParity:
+    """Every test of the fleet recomputed online, cell by cell in time order as its BMS would (keeping only
+    its small state), against the offline table: |online - offline| <= rel_tol * max(|offline|, 1) (the
+    floor: embedding coordinates near zero are differences of large projections)."""
+    from avops.battery.features import FEATURE_NAMES, CellState, online_features
+
+    store = open_store(home)
+    m, table, _ = load_feature_table(home, fleet, store)
+    raw = datasets.Manifest(m.body["raw_manifest"], store.get_json(m.body["raw_manifest"]))  # type: ignore[arg-type]
+    samples = datasets.read_table(store, raw, "samples").to_pandas()
+    _, spec = feature_spec(home, config, m.body["chemistry"], store)
+    if spec.version != m.body["feature_version"]:
+        return BatteryParity(False, 0, float("inf"), [{"problem": f"the table was computed with feature version {m.body['feature_version']}, "
+                                                                  f"the current definition is {spec.version}: rebuild {FEATURES_KEY}[{fleet}]"}])
+    by_test = {k: g.sort_values("time_s") for k, g in samples.groupby("test_id")}
+    states: dict[str, CellState] = {}
+    worst, compared, bad = 0.0, 0, []
+    for row in table.sort_values(["cell_id", "started_at"]).itertuples():
+        d = by_test[row.test_id]
+        on = online_features(d.time_s.to_numpy(), d.current_a.to_numpy(), d.voltage_v.to_numpy(), d.temperature_c.to_numpy(),
+                             d.step.to_numpy(), row.usage_cycles, states.setdefault(row.cell_id, CellState()), spec)
+        for name in FEATURE_NAMES:
+            a, b = on[name], getattr(row, name)
+            compared += 1
+            if math.isnan(a) and math.isnan(b):
+                continue
+            rel = abs(a - b) / max(abs(b), 1.0)
+            worst = max(worst, rel if math.isfinite(rel) else float("inf"))
+            if not rel <= rel_tol:
+                bad.append({"test_id": row.test_id, "feature": name, "online": a, "offline": b})
+    return BatteryParity(not bad, compared, worst, bad)

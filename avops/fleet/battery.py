@@ -9,7 +9,6 @@ only). Cells run in parallel processes; a rerun hits the content-addressed PyBaM
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass

@@ -6,9 +6,12 @@ from avops.compile import pipeline as compile_pipeline
 from avops.compile.backends import ToolchainUnavailable
 from avops.compile.socs import load_catalog
 from avops.training.gates import load_gate_policy
+from avops.battery import engines as bms_engines_lib
+from avops.battery.config import load_battery_config
 from avops.maintenance import engines as maintenance_engines_lib
 from avops.maintenance.config import load_maintenance_config
 from avops_assets.defs.curation.assets import PROPAGATE
+from avops_assets.defs.battery.assets import SOH_MODELS
 from avops_assets.defs.maintenance.assets import MODELS as MAINTENANCE_MODELS
 from avops_assets.defs.training.assets import VALIDATED
 from avops_assets.partitions import cohort_partitions
@@ -18,6 +21,7 @@ ENGINES = dg.AssetKey(["compile", "engines"])
 SIL_ENGINES = dg.AssetKey(["compile", "sil_engines"])
 COMPATIBILITY = dg.AssetKey(["compile", "compatibility"])
 MAINTENANCE_ENGINES = dg.AssetKey(["compile", "maintenance_engines"])
+BMS_ENGINES = dg.AssetKey(["compile", "bms_engines"])
 SIL_TARGET = "x86-ecu"
 
 COMMON = dict(group_name="compile", partitions_def=cohort_partitions, code_version=compile_pipeline.COMPILE_VERSION,
@@ -123,10 +127,53 @@ def _engine_table_maintenance(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dg.asset(key=BMS_ENGINES, deps=[dg.AssetDep(SOH_MODELS, partition_mapping=dg.AllPartitionMapping())], kinds={"onnx"}, **COMMON)
+def bms_engines(context: dg.AssetExecutionContext, avops_home: AvopsHome, model_registry: ModelRegistryResource,
+                fleet: FleetRegistryResource) -> dg.MaterializeResult:
+    """The production SoH/RUL model of the cohort's cell chemistry (config/battery.yaml) as an INT8 engine
+    for the cohort's BMS microcontroller (`deploy.ecu`; its SoC from the fleet registry).
+
+    Parity: SoH and RUL of the engine against the float64 checkpoint on every training row;
+    budgets: the MCU's (engine bytes + activations, latency scaled from this host). A cohort whose
+    chemistry has no production model gets an explicit empty set and says why.
+    """
+    cohort = fleet.load().cohort(context.partition_key)
+    home = avops_home.layout()
+    try:
+        m, records = bms_engines_lib.build_engines(home, model_registry.open(), cohort, load_battery_config(), load_catalog())
+    except bms_engines_lib.NothingToShip as exc:
+        m = bms_engines_lib.publish_skipped(home, cohort, str(exc))
+        context.log.warning(str(exc))
+        return dg.MaterializeResult(metadata={"skipped": str(exc), "manifest_sha256": m.digest}, data_version=dg.DataVersion(m.digest))
+    except (ToolchainUnavailable, LookupError) as exc:
+        raise dg.Failure(str(exc)) from exc
+    return dg.MaterializeResult(
+        metadata={"soc": m.body["soc"], "ecu": m.body["ecu"], "chemistry": m.body["chemistry"],
+                  "target": dg.MetadataValue.json(records[0]["target"]),
+                  "engines": dg.MetadataValue.md(_engine_table_bms(records)), "engine_records": dg.MetadataValue.json(records),
+                  "parity": dg.MetadataValue.json({r["precision"]: r["parity"] for r in records}),
+                  "source_onnx_sha256": m.body["source_onnx_sha256"], "source_checkpoint_sha256": m.body["source_checkpoint_sha256"],
+                  "model_version": m.body["model_version"], "manifest_sha256": m.digest},
+        data_version=dg.DataVersion(m.digest))
+
+
+def _engine_table_bms(records: list[dict]) -> str:
+    lines = ["**Battery SoH/RUL engines (BMS)**", "",
+             "| precision | engine | ← onnx | ← checkpoint | SoH parity (max) | RUL parity (max cycles) | flash + RAM | latency on target | status |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        t, b = r["parity"]["targets"], r["budget"]
+        lines.append(f"| {r['precision']} | `{r['engine_sha256'][:12]}` | `{r['source_onnx_sha256'][:12]}` | "
+                     f"`{r['source_checkpoint_sha256'][:12]}` (v{r['model_version']}) | {t['soh']['max_abs_diff']:.4f} | "
+                     f"{t['rul_cycles']['max_abs_diff']:.2f} | {b['engine_bytes'] + b['activation_bytes']} B of "
+                     f"{b['memory_budget_mb'] * 2**20:.0f} B | {b['latency_ms_target_estimate']:.3f} ms (est.) | {r['status']} |")
+    return "\n".join(lines) + "\n"
+
+
 # Depends on the SIL engines, not the vehicle engines: a TensorRT cohort's `engines` partition fails
 # here (no GPU), and the matrix must still be rebuilt; it reads every cohort's current engine
 # manifests from the store. The maintenance engines feed it too (they run on the gateway).
-@dg.asset(key=COMPATIBILITY, deps=[SIL_ENGINES, MAINTENANCE_ENGINES], kinds={"json"}, **COMMON)
+@dg.asset(key=COMPATIBILITY, deps=[SIL_ENGINES, MAINTENANCE_ENGINES, BMS_ENGINES], kinds={"json"}, **COMMON)
 def compatibility(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: FleetRegistryResource) -> dg.MaterializeResult:
     """Every engine built so far against this cohort's vehicles: compatible or not, with the reason.
 
