@@ -10,7 +10,7 @@ from dagster.components import load_from_defs_folder
 from avops_assets.jobs import (MAIN_JOB, battery_chemistry_job, battery_fleet_job, executor, gpu_job, inspection_retrain_job, main_job,
                                maintenance_retrain_job)
 from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, LineRegistryResource, ModelRegistryResource, ReviewTeam
-from sensors import (drift_sensor, fp_rate_sensor, gpu_routing_sensor, landing_zone_sensor, line_change_sensor,
+from sensors import (battery_drift_sensor, bms_landing_sensor, drift_sensor, fp_rate_sensor, gpu_routing_sensor, landing_zone_sensor, line_change_sensor,
                      maintenance_retrain_schedule, review_returns_sensor, rollout_sensor)
 
 __all__ = ["MAIN_JOB", "defs"]
@@ -46,7 +46,8 @@ def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         load_from_defs_folder(project_root=PROJECT_ROOT),
         dg.Definitions(resources=resources(), sensors=[landing_zone_sensor, review_returns_sensor, gpu_routing_sensor, rollout_sensor,
-                                                       drift_sensor, line_change_sensor, fp_rate_sensor, automation],
+                                                       drift_sensor, line_change_sensor, fp_rate_sensor, bms_landing_sensor,
+                                                       battery_drift_sensor, automation],
                        schedules=[maintenance_retrain_schedule], jobs=[main_job, gpu_job, maintenance_retrain_job, inspection_retrain_job, battery_fleet_job,
                              battery_chemistry_job()],
                        executor=executor()),

@@ -708,35 +708,30 @@ __all__ = ["demo_command"]
 
 
 def _battery_round(instance, lay, registry, profile: str) -> bool:
-    """Battery fleets: age the cells (PyBaMM, cached), ingest their BMS logs, fit each chemistry's embedding,
-    build the feature tables, export golden vectors and train the SoH/RUL models behind their gates. The
-    main job's `compile/bms_engines` then ships each cohort's chemistry model to its BMS."""
+    """Battery fleets: age the cells (PyBaMM, cached), ingest the BMS logs delivered so far, fit each chemistry's
+    embedding, build the feature tables, export golden vectors and train the SoH/RUL models behind their gates
+    (the main job's `compile/bms_engines` then ships each cohort's chemistry model to its BMS). Then the later
+    tests arrive: the BMS landing sensor ingests them and the battery drift sensor judges their aging."""
+    from datetime import datetime, timedelta, timezone
+
     from avops.battery.config import load_battery_config
-    from avops.battery import pipeline as bp
     from avops.cli import run_battery_simulation
-    from avops.registry import ModelRegistry
     from avops_assets.definitions import defs
     from avops_assets.defs.battery.assets import CELLS, EMBEDDING, GOLDEN, REFERENCE_TESTS, SOH_MODELS
     from avops_assets.jobs import BATTERY_CHEMISTRY_JOB, BATTERY_FLEET_JOB
     from avops_assets.partitions import BATTERY_FLEETS
 
     config = load_battery_config()
-    cells = run_battery_simulation(config, registry, lay, profile, None)
-    console.print(f"battery fleets: {len(cells)} cells aged ({sum(c.cached for c in cells)} from the PyBaMM cache), "
-                  f"{sum(c.written for c in cells)} BMS log(s) delivered to {lay.bms}")
+    first_delivery = datetime.fromisoformat(config.start_date).replace(tzinfo=timezone.utc) + timedelta(days=BATTERY_FIRST_DAYS)
+    cells = run_battery_simulation(config, registry, lay, profile, None, until=first_delivery)
+    console.print(f"battery fleets: {len(cells)} cells aged ({sum(c.cached for c in cells)} from the PyBaMM cache); BMS logs up to "
+                  f"{first_delivery:%Y-%m-%d} delivered to {lay.bms} ({sum(c.written for c in cells)} new)")
     missing = [f for f in config.fleets if f not in set(instance.get_dynamic_partitions(BATTERY_FLEETS))]
     if missing:
         instance.add_dynamic_partitions(BATTERY_FLEETS, missing)
     d = defs()
     fleet_job, chem_job = d.resolve_job_def(BATTERY_FLEET_JOB), d.resolve_job_def(BATTERY_CHEMISTRY_JOB)
-    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     outcomes: dict = {}
-
-    def run(job, key: str, assets: list, label: str) -> None:
-        t0 = time.monotonic()
-        r = job.execute_in_process(partition_key=key, instance=instance, asset_selection=assets, raise_on_error=False, run_config=quiet)
-        outcomes[f"{key}: {label}"] = _outcome(r, time.monotonic() - t0)
-
     with progress_bar() as bar:
         steps = 2 * len(config.fleets) + 2 * len(config.chemistries)
         task = bar.add_task("battery: ingest, embedding, features, models", total=steps, note="")
@@ -747,29 +742,108 @@ def _battery_round(instance, lay, registry, profile: str) -> bool:
                 ("models", list(config.chemistries), chem_job, [GOLDEN, SOH_MODELS], "golden vectors + SoH/RUL model")):
             for k in keys:
                 bar.update(task, note=f"{stage} {k}")
-                run(job, k, assets, label)
+                outcomes[f"{k}: {label}"] = _battery_run(job, instance, k, assets)
                 bar.update(task, advance=1)
     _print_runs("battery runs", outcomes, key="partition")
+    _print_battery_models(lay, config)
+    if any(o["status"] == "failed" for o in outcomes.values()):
+        return False
+    return _battery_drift_round(instance, lay, registry, profile, config)
+
+
+BATTERY_FIRST_DAYS = 185  # the first delivery: about 150 cycles of a vehicle cell, 185 of a storage unit's
+
+
+def _battery_run(job, instance, key: str, assets: list, tags: dict | None = None) -> dict:
+    t0 = time.monotonic()
+    r = job.execute_in_process(partition_key=key, instance=instance, asset_selection=assets, raise_on_error=False, tags=tags or {},
+                               run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+    return _outcome(r, time.monotonic() - t0)
+
+
+def _print_battery_models(lay, config) -> None:
+    from avops.battery import pipeline as bp
+    from avops.registry import ModelRegistry
+
     reg = ModelRegistry.local(lay)
     table = Table(title="battery SoH/RUL models per chemistry (held-out cells; vehicle fleets and storage together)")
-    for col in ("chemistry", "model", "cells", "gates", "SoH MAE: vehicle-only → both (on storage cells)", "RUL MAE (cycles): vehicle-only → both"):
+    for col in ("chemistry", "model", "cells", "gates", "SoH MAE on storage cells: vehicle-only → both",
+                "RUL MAE (cycles) on storage cells: vehicle-only → both"):
         table.add_column(col)
+    fmt = lambda x, p: "–" if x is None else f"{x:.{p}f}"  # noqa: E731
     for chem in config.chemistries:
-        v = bp.production(reg, chem)
         versions = reg.list(bp.MODEL, cohort=chem)
         if not versions:
             table.add_row(chem, "none", "–", "–", "–", "–")
             continue
-        newest = max(versions, key=lambda x: x.version)
+        newest, prod = max(versions, key=lambda x: x.version), bp.production(reg, chem)
         ev = open_store(lay).get_json(newest.lineage["evidence_sha256"])
         gates = ev["gates"]
-        passed = sum(g["status"] == "passed" for g in gates)
         gen = {(g["target"], g["trained_on"], g["evaluated_on"]): g["mae"] for g in ev["generalization"]}
         cell = "held-out stationary cells"
-        fmt = lambda x, p: "–" if x is None else f"{x:.{p}f}"  # noqa: E731
-        table.add_row(chem, f"v{newest.version} {newest.stage}" + (f" (production v{v.version})" if v and v.version != newest.version else ""),
-                      str(ev["cells"]), f"{passed}/{len(gates)} pass, {sum(g['blocks'] for g in gates)} block",
+        table.add_row(chem, f"v{newest.version} {newest.stage}" + (f" (production v{prod.version})" if prod and prod.version != newest.version else ""),
+                      str(ev["cells"]), f"{sum(g['status'] == 'passed' for g in gates)}/{len(gates)} pass, "
+                                        f"{sum(g['blocks'] for g in gates)} block",
                       f"{fmt(gen.get(('soh', 'vehicle_only', cell)), 4)} → {fmt(gen.get(('soh', 'both', cell)), 4)}",
                       f"{fmt(gen.get(('rul_cycles', 'vehicle_only', cell)), 1)} → {fmt(gen.get(('rul_cycles', 'both', cell)), 1)}")
     _show(table)
-    return all(o["status"] != "failed" for o in outcomes.values())
+
+
+def _battery_drift_round(instance, lay, registry, profile: str, config) -> bool:
+    """Months later: the rest of the reference tests land. bms_landing_sensor ingests them; battery_drift_sensor
+    judges each fleet's new tests against the aging the production model was trained on (not against day one)."""
+    import dagster as dg
+
+    from avops.battery import pipeline as bp
+    from avops.cli import run_battery_simulation
+    from avops.registry import ModelRegistry
+    from avops_assets.definitions import defs, resources
+    from avops_assets.jobs import BATTERY_CHEMISTRY_JOB, BATTERY_FLEET_JOB
+    from sensors.battery import battery_drift_sensor, bms_landing_sensor
+
+    record = lay.root / "campaigns" / "demo_battery_drift.json"
+    if record.exists():
+        console.print(f"battery drift round already done in this AVOPS_HOME: {json.loads(record.read_text())['summary']}")
+        return True
+    res, d = resources(), defs()
+
+    def tick(sensor, cursor):
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=res) as ctx:
+            return sensor(ctx)
+
+    landing0, drift0 = tick(bms_landing_sensor, None), tick(battery_drift_sensor, None)  # what is there now is known
+    cells = run_battery_simulation(config, registry, lay, profile, None)
+    console.print(f"months later: {sum(c.written for c in cells)} more BMS reference-test log(s) delivered")
+    landing = tick(bms_landing_sensor, landing0.cursor)
+    fleet_job = d.resolve_job_def(BATTERY_FLEET_JOB)
+    outcomes = {f"{r.partition_key}: ingest, features, drift": _battery_run(fleet_job, instance, r.partition_key, list(r.asset_selection or []), r.tags)
+                for r in landing.run_requests}
+    _print_runs(f"bms_landing_sensor: {len(landing.run_requests)} run(s) ({BATTERY_FLEET_JOB})", outcomes, key="partition")
+    drift = tick(battery_drift_sensor, drift0.cursor)
+    reg = ModelRegistry.local(lay)
+    table = Table(title="battery drift: the new tests against the expected aging at their age (and the naive day-one test)")
+    for col in ("fleet", "new tests (cells)", "ages (cycles)", "aging-aware verdict", "naive day-one test would flag"):
+        table.add_column(col, no_wrap=col == "fleet")
+    verdicts = {}
+    for fleet in config.fleets:
+        out = bp.fleet_drift(lay, reg, config, fleet)
+        if out is None:
+            continue
+        _, r = out
+        verdicts[fleet] = r.verdict
+        ages = f"{r.ages[0]:.0f}–{r.ages[1]:.0f}" if r.ages else "–"
+        colour = {"drift": "red", "no drift": "green"}.get(r.verdict, "yellow")
+        table.add_row(fleet, f"{r.rows} ({r.cells})", ages, f"[{colour}]{r.verdict}[/]" + (f": {', '.join(r.drifted_features)}" if r.drifted else ""),
+                      ", ".join(r.naive_drifted) or "nothing")
+    _show(table)
+    console.print(f"battery_drift_sensor: {len(drift.run_requests)} retrain request(s)"
+                  + "".join(f"\n  {r.partition_key}: {r.tags['avops/reason']}" for r in drift.run_requests))
+    chem_job = d.resolve_job_def(BATTERY_CHEMISTRY_JOB)
+    retrains = {f"{r.partition_key}: drift retrain": _battery_run(chem_job, instance, r.partition_key, list(r.asset_selection or []), r.tags)
+                for r in drift.run_requests}
+    if retrains:
+        _print_runs("drift-triggered battery retrains", retrains, key="partition")
+    summary = (f"{len(landing.run_requests)} fleet(s) ingested new tests; verdicts: "
+               + ", ".join(f"{f} {v}" for f, v in verdicts.items()) + f"; {len(drift.run_requests)} retrain request(s)")
+    atomic_write_json(record, {"summary": summary})
+    return all(o["status"] != "failed" for o in [*outcomes.values(), *retrains.values()])

@@ -68,11 +68,11 @@ BATTERY_FLEET_JOB = "battery_fleet"
 BATTERY_CHEMISTRY_JOB = "battery_chemistry"
 battery_fleet_job = dg.define_asset_job(
     BATTERY_FLEET_JOB, selection=dg.AssetSelection.groups("battery") & dg.AssetSelection.assets(
-        dg.AssetKey(["battery", "reference_tests"]), dg.AssetKey(["features", "battery_cells"])),
+        dg.AssetKey(["battery", "reference_tests"]), dg.AssetKey(["features", "battery_cells"]), dg.AssetKey(["battery", "drift"])),
     partitions_def=battery_fleet_partitions)
 
 
-def battery_chemistry_job() -> dg.UnresolvedAssetJobDefinition:
+def battery_chemistry_job():
     from avops_assets.partitions import chemistry_partitions
 
     return dg.define_asset_job(

@@ -256,7 +256,7 @@ def test_no_production_model_means_nothing_to_ship(battery_world, tmp_path):
         be.build_engines(battery_world["home"], empty, battery_world["fleet"].cohort("orin-my2025-cn"), battery_world["config"], load_catalog())
 
 
-def test_battery_jobs_in_dagster(battery_world, tmp_path):
+def test_battery_jobs_in_dagster(battery_world, tmp_path, monkeypatch):
     """The battery graph through Dagster: fleet and chemistry jobs, blocking checks, metadata with the plots."""
     import dagster as dg
 
@@ -264,20 +264,18 @@ def test_battery_jobs_in_dagster(battery_world, tmp_path):
     from avops_assets.defs.battery.assets import CELLS, EMBEDDING, GOLDEN, REFERENCE_TESTS, SOH_MODELS
     from avops_assets.jobs import BATTERY_CHEMISTRY_JOB, BATTERY_FLEET_JOB
     from avops_assets.partitions import BATTERY_FLEETS
-    from resources import AvopsHome, FleetRegistryResource, ModelRegistryResource
-
     shutil.copytree(battery_world["root"] / "pristine", tmp_path / "home")
     home = HomeLayout(tmp_path / "home")
+    monkeypatch.setenv("AVOPS_HOME", str(home.root))  # the code location's resources read it (embedded defaults)
+    monkeypatch.delenv("AVOPS_REGISTRY_URL", raising=False)
     fleets = ["ess-lfp-de", "orin-my2025-cn"]
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(BATTERY_FLEETS, fleets)
-    res = {"avops_home": AvopsHome(root=str(home.root)), "fleet": FleetRegistryResource(),
-           "model_registry": ModelRegistryResource(url=f"sqlite:///{home.root / 'models.db'}")}
     d = defs()
     fleet_job, chem_job = d.resolve_job_def(BATTERY_FLEET_JOB), d.resolve_job_def(BATTERY_CHEMISTRY_JOB)
 
     def run(job, key, assets):
-        r = job.execute_in_process(partition_key=key, instance=instance, asset_selection=assets, resources=res, raise_on_error=False)
+        r = job.execute_in_process(partition_key=key, instance=instance, asset_selection=assets, raise_on_error=False)
         assert r.success, [e.message for e in r.all_events if e.is_failure]
         return r
 

@@ -87,27 +87,35 @@ def running_max(x: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(x)
 
 
-def interpolate(grid: np.ndarray, v: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Linear interpolation of q(v) at each grid voltage; ``v`` non-decreasing and covering the grid.
+def collapse_plateaus(v: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One point per voltage level: ``q = (q_first + q_last) / 2`` of the samples that read that level.
 
-    Segment: the last sample with ``v[j] <= g`` and the one after it (on a voltage plateau, the
-    plateau's last sample), like a C loop that walks forward while ``v[j + 1] <= g``.
+    Quantised readings repeat a level; a C loop keeps the level, its first and its last charge.
     """
-    j = np.minimum(np.searchsorted(v, grid, side="right") - 1, len(v) - 1)  # covered: j >= 0
-    nxt = np.minimum(j + 1, len(v) - 1)
-    span = v[nxt] - v[j]
-    at_sample = (span == F(0.0)) | (v[j] == grid)
-    frac = np.where(at_sample, F(0.0), (grid - v[j]) / np.where(at_sample, F(1.0), span))
-    return np.where(at_sample, q[j], q[j] + frac * (q[nxt] - q[j])).astype(F)
+    new = np.concatenate([np.ones(1, bool), v[1:] != v[:-1]])
+    start = np.flatnonzero(new)
+    end = np.concatenate([start[1:], [len(v)]]) - 1
+    return v[start], (F(0.5) * (q[start] + q[end])).astype(F)
+
+
+def interpolate(grid: np.ndarray, v: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Linear interpolation of q(v) at each grid voltage; ``v`` strictly increasing (plateaus collapsed) and covering the grid.
+
+    Segment: the last level with ``v[j] <= g`` (at most the second to last), like a C loop that
+    walks forward while ``v[j + 1] <= g``; value ``q[j] + (g - v[j]) / (v[j+1] - v[j]) * (q[j+1] - q[j])``.
+    """
+    j = np.clip(np.searchsorted(v, grid, side="right") - 1, 0, len(v) - 2)
+    return (q[j] + (grid - v[j]) / (v[j + 1] - v[j]) * (q[j + 1] - q[j])).astype(F)
 
 
 def charge_on_grid(time_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray, c: Constants32) -> np.ndarray | None:
     """Charge (Ah) at each grid voltage of the slow charge; None where the charge misses part of the window."""
     q = charge_ah(time_s, current_a)
     v = running_max(voltage_v)
-    if len(v) == 0 or v[0] > c.lo or v[-1] < c.hi:
+    if len(v) < 2 or v[0] > c.lo or v[-1] < c.hi:
         return None
-    return interpolate(c.grid, v, q)
+    vu, qu = collapse_plateaus(v, q)
+    return interpolate(c.grid, vu, qu)
 
 
 def derivative(y: np.ndarray, h: np.float32) -> np.ndarray:
@@ -199,12 +207,15 @@ def online_features(time_s: np.ndarray, current_a: np.ndarray, voltage_v: np.nda
     pulse = _indices(step, "pulse")
     b, e = pulse[0] - 1, pulse[-1]
     with np.errstate(divide="ignore", invalid="ignore"):  # no current step: no resistance (inf / NaN, as defined)
-        r = (v[b] - v[e]) / (i[e] - i[b]) * F(1000.0)
+        r = (v[b] - v[e]) / (i[e] - i[b]) * F(1000.0) if b >= 0 else F(np.nan)  # no sample before the pulse: none
     t_mean = total(temp) / F(len(temp))
     x = -c.ea_over_r * (F(1.0) / (t_mean + c.kelvin) - c.inv_t_ref)
     feats.update(r_pulse_mohm=r, r_pulse_25c_mohm=r * np.exp(x), temperature_c=t_mean)
     # history: the first window charge and the last trend_tests (cycles, window charge) pairs
     wc = feats["window_charge_ah"]
+    if not np.isfinite(wc):  # no curve this time: the history is not extended
+        feats["window_charge_vs_first"] = feats["fade_trend_per_100"] = F(np.nan)
+        return {k: float(F(feats[k])) for k in FEATURE_NAMES}
     if state.first_window_charge_ah is None:
         state.first_window_charge_ah = float(wc)
     first = F(state.first_window_charge_ah)
@@ -212,3 +223,6 @@ def online_features(time_s: np.ndarray, current_a: np.ndarray, voltage_v: np.nda
     feats["window_charge_vs_first"] = wc / first
     feats["fade_trend_per_100"] = trend_per_100(state.history, first)
     return {k: float(F(feats[k])) for k in FEATURE_NAMES}
+
+
+online_features_f32 = online_features  # the name callers outside this module use for the float32 implementation

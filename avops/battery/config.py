@@ -101,6 +101,15 @@ def _model(raw: dict, where: str) -> ModelSettings:
 
 
 @dataclass(frozen=True)
+class DriftSettings:
+    alpha: float = 0.01
+    min_effect: float = 0.5
+    min_samples: int = 12
+    min_cells: int = 2
+    cooldown_hours: float = 24.0
+
+
+@dataclass(frozen=True)
 class BatteryConfig:
     chemistries: dict[str, Chemistry]
     fleets: dict[str, FleetUsage]
@@ -112,6 +121,7 @@ class BatteryConfig:
     profiles: dict[str, SimProfile]
     path: str
     model: ModelSettings | None = None
+    drift: DriftSettings = field(default_factory=DriftSettings)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def fleet(self, fleet_id: str) -> FleetUsage:
@@ -169,4 +179,12 @@ def load_battery_config(path: str | Path | None = None) -> BatteryConfig:
     return BatteryConfig(chems, fleets, float(aging.get("sei_activation_energy_j_mol", 37480.0)),
                          float(aging.get("sei_rate_spread_log", 0.25)), float(aging.get("capacity_spread", 0.02)),
                          int(sim.get("seed", 0)), str(sim.get("start_date", "2026-01-01")), profiles, str(p),
-                         _model(raw.get("model") or {}, str(p)), raw)
+                         _model(raw.get("model") or {}, str(p)), _drift(raw.get("drift") or {}, str(p)), raw)
+
+
+def _drift(raw: dict, where: str) -> DriftSettings:
+    known = set(DriftSettings.__dataclass_fields__)
+    unknown = set(raw) - known
+    if unknown:
+        raise BatteryConfigError(f"{where}: drift: unknown settings {sorted(unknown)}; known: {', '.join(sorted(known))}")
+    return DriftSettings(**{k: type(getattr(DriftSettings(), k))(v) for k, v in raw.items()})

@@ -22,12 +22,15 @@ cycles), fitted per chemistry at training time (:class:`AgingReference`):
   training row of the chemistry.
 
 Residuals are compared with the project's KS engine (:mod:`avops.drift.ks`: Benjamini–Hochberg
-over the features, effect and sample floors). Tests of one cell are correlated (a cell that
-fades fast does so at every test), so p-values are optimistic: the effect floor (D) and a
-minimum number of cells are what stop a handful of unlucky cells from raising an alarm. Ages
-beyond the fitted range plus a margin are not judged (an extrapolated trajectory is a guess).
-The raw comparison with the earliest tests is reported beside it, so a reader sees what a
-naive test would have said.
+over the features, effect and sample floors). Tests of one cell are not independent (a cell that
+fades fast does so at every test), so three slow-fading held-out cells give a "significant" D of
+0.7 over their 24 tests. A shift therefore counts as drift only when it is also carried by
+cells: at least ``min_cells`` of the fleet's cells must have a median residual beyond the
+training cells' own (median ± 2 SD; training residuals are cross-fitted by cell so that they
+are as wide as a new cell's). Fewer cells or tests than the floors give ``insufficient``, never
+a pass. Ages beyond the fitted range plus a margin are not judged (an extrapolated trajectory is
+a guess). The raw comparison with each training cell's first test (day one) is reported beside
+the verdict, never deciding it, so a reader sees what the naive test would have said.
 """
 
 from __future__ import annotations
@@ -36,11 +39,17 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from avops.drift.ks import DriftPolicy, Reference, detect_drift
+
+if TYPE_CHECKING:
+    from avops.battery.config import BatteryConfig
+    from avops.home import HomeLayout
+    from avops.store import ObjectStore
 
 FORMAT = "avops-battery-aging-reference/1"
 AGE = "usage_cycles"
@@ -56,7 +65,8 @@ DEFAULT_FEATURES = ("window_charge_vs_first", "ic_peak_height", "ic_peak_area_ah
 BATTERY_POLICY = DriftPolicy(alpha=0.01, min_effect=0.5, min_samples=12)
 
 MAD_TO_SIGMA = 1.4826
-CELL_ENVELOPE_SIGMAS = 2.0
+CELL_ENVELOPE_SD = 2.0
+MIN_REFERENCE_CELLS = 3  # below this the training cells' spread is unknown
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,7 @@ class Trajectory:
             raise ValueError("no finite training values")
         order = np.argsort(age, kind="stable")
         age, value = age[order], value[order]
-        uniq, starts = np.unique(age, return_index=True)
+        _, starts = np.unique(age, return_index=True)
         bounds = list(starts[1:]) + [age.size]
         bins, lo = [], 0
         for hi in bounds:  # whole test ages, pooled until the bin is large enough
@@ -146,7 +156,7 @@ class AgingReference:
     """Per chemistry: each monitored feature's expected trajectory and the training rows' residuals.
 
     The training rows (fleet, cell, age, raw value, residual) are kept: the residuals are the
-    reference sample, the raw values of the earliest tests are the naive baseline shown beside it.
+    reference sample, the raw values of each cell's first test (day one) the naive baseline shown beside it.
     """
 
     chemistry: str
@@ -229,7 +239,8 @@ class AgingReference:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def reference_for_chemistry(home, config, chemistry: str, store=None, features: tuple[str, ...] = DEFAULT_FEATURES) -> AgingReference:
+def reference_for_chemistry(home: HomeLayout, config: BatteryConfig, chemistry: str, store: ObjectStore | None = None,
+                            features: tuple[str, ...] = DEFAULT_FEATURES) -> AgingReference:
     """The chemistry's aging reference from the same rows its SoH model trains on (every fleet's feature table)."""
     from avops.battery.pipeline import training_rows
     from avops.store import open_store
@@ -242,6 +253,8 @@ def reference_for_chemistry(home, config, chemistry: str, store=None, features: 
 
 @dataclass(frozen=True)
 class FeatureDrift:
+    """One feature's verdict: the aging-aware test that decides, the naive one beside it."""
+
     feature: str
     statistic: float  # KS D of the residuals (aging-aware)
     pvalue: float
@@ -254,14 +267,16 @@ class FeatureDrift:
     median_residual: float  # in the feature's unit: how far the tests sit from the trajectory
     median_z: float  # in the trajectory's spreads
     shift_ages: tuple[float, float] | None  # ages of the tests outside the reference's central 90 %
-    cells_departing: int  # cells whose median residual lies beyond every training cell's (and 3 robust sigmas)
-    naive_statistic: float  # KS D of raw values against the earliest training tests
+    cells_departing: int  # current cells whose median residual lies beyond the training cells' (median ± 2 SD)
+    naive_statistic: float  # KS D of raw values against the baseline cells' first tests (day one)
     naive_pvalue_adjusted: float
     naive_drifted: bool
 
 
 @dataclass
 class BatteryDriftResult:
+    """One fleet against its chemistry's aging reference; ``to_dict`` is JSON-safe asset metadata."""
+
     chemistry: str
     fleet: str
     reference_digest: str
@@ -273,7 +288,7 @@ class BatteryDriftResult:
     rows: int
     cells: int
     ages: tuple[float, float] | None
-    naive_ages: tuple[float, float] | None  # ages of the earliest tests the naive test compares with
+    naive_ages: tuple[float, float] | None  # ages of the day-one tests the naive test compares with
     excluded: dict[str, int] = field(default_factory=dict)
     policy: dict = field(default_factory=dict)
 
@@ -313,13 +328,16 @@ def _cell_medians(cells, z: np.ndarray) -> np.ndarray:
     return s.to_numpy(np.float64)[np.isfinite(s.to_numpy(np.float64))]
 
 
-def _envelope(summaries: np.ndarray, k: float = CELL_ENVELOPE_SIGMAS) -> tuple[float, float]:
-    """Where a cell of the training population sits: the training cells' range, at least median ± k robust sigmas."""
-    if summaries.size == 0:
+def _envelope(summaries: np.ndarray, k: float = CELL_ENVELOPE_SD) -> tuple[float, float]:
+    """Where a training cell sits: median ± k SD of the training cells' median residuals.
+
+    The SD, not a robust spread: a fast-fading cell in the reference is a cell of the population,
+    and it widens the envelope (but less than the training cells' min/max would).
+    """
+    if summaries.size < MIN_REFERENCE_CELLS:
         return -math.inf, math.inf
-    med = float(np.median(summaries))
-    sig = MAD_TO_SIGMA * float(np.median(np.abs(summaries - med)))
-    return min(float(summaries.min()), med - k * sig), max(float(summaries.max()), med + k * sig)
+    med, sd = float(np.median(summaries)), float(np.std(summaries, ddof=1))
+    return med - k * sd, med + k * sd
 
 
 def _first_tests(cells: list[str], age: np.ndarray, among: np.ndarray) -> np.ndarray:
@@ -331,7 +349,7 @@ def _first_tests(cells: list[str], age: np.ndarray, among: np.ndarray) -> np.nda
 
 
 def evaluate_fleet(reference: AgingReference, rows: pd.DataFrame, policy: DriftPolicy = BATTERY_POLICY, min_drifted: int = 1,
-                   *, min_cells: int = 2, cell_sigmas: float = CELL_ENVELOPE_SIGMAS, new_only: bool = False) -> BatteryDriftResult:
+                   *, min_cells: int = 2, cell_sd: float = CELL_ENVELOPE_SD, new_only: bool = False) -> BatteryDriftResult:
     """Is one fleet's aging still the aging the reference was fitted on?
 
     ``rows``: the fleet's feature rows (all given, or with ``new_only`` those that started after
@@ -356,15 +374,16 @@ def evaluate_fleet(reference: AgingReference, rows: pd.DataFrame, policy: DriftP
     lo, hi = reference.age_range
     inside = (age >= lo - reference.max_extrapolation) & (age <= hi + reference.max_extrapolation)
     if (~inside).sum():
-        excluded[f"older than the reference's {_span(lo, hi)} + {reference.max_extrapolation:g}"] = int((~inside).sum())
+        excluded[f"outside the reference's ages {_span(lo, hi)} ± {reference.max_extrapolation:g}"] = int((~inside).sum())
     rows, age = rows[inside], age[inside]
     cells = int(rows["cell_id"].nunique()) if len(rows) else 0
 
     own = np.array([f == fleet for f in reference.fleet])
-    if own.sum() >= policy.min_samples:
+    if own.sum() >= policy.min_samples and len(set(np.asarray(reference.cell_id)[own])) >= MIN_REFERENCE_CELLS:
         base, baseline = own, f"fleet {fleet}'s own training tests ({int(own.sum())})"
     else:
-        base, baseline = np.ones(len(reference.fleet), bool), f"every {reference.chemistry} training test ({len(reference.fleet)}, fleets {', '.join(reference.fleets)})"
+        base = np.ones(len(reference.fleet), bool)
+        baseline = f"every {reference.chemistry} training test ({len(reference.fleet)}, fleets {', '.join(reference.fleets)})"
     early = base & _first_tests(reference.cell_id, reference.age, base)
 
     feats = list(reference.features)
@@ -378,7 +397,10 @@ def evaluate_fleet(reference: AgingReference, rows: pd.DataFrame, policy: DriftP
     early_ages = (float(reference.age[early].min()), float(reference.age[early].max())) if early.any() else None
 
     out, reasons = [], []
-    few_cells = cells < min_cells
+    n_ref_cells = len(set(ref_cells))
+    few_cells = cells < min_cells or n_ref_cells < MIN_REFERENCE_CELLS
+    few_why = (f"{cells} cell(s) < {min_cells}" if cells < min_cells else
+               f"the baseline has {n_ref_cells} cell(s) < {MIN_REFERENCE_CELLS}: its cell-to-cell spread is unknown")
     for f in feats:
         c, n = aware[f], naive[f]
         zf = z[f]
@@ -392,13 +414,13 @@ def evaluate_fleet(reference: AgingReference, rows: pd.DataFrame, policy: DriftP
             out_of = (zf > q95) if med_z >= 0 else (zf < q05)
             a = age[ok & out_of] if (ok & out_of).any() else age[ok]
             shift = (float(a.min()), float(a.max()))
-        lo_env, hi_env = _envelope(_cell_medians(ref_cells, reference.residuals[f][base]), cell_sigmas)
+        lo_env, hi_env = _envelope(_cell_medians(ref_cells, reference.residuals[f][base]), cell_sd)
         cur_med = _cell_medians(cur_cells, zf)
         departing = int((cur_med < lo_env).sum() if med_z < 0 else (cur_med > hi_env).sum())
         insufficient = few_cells or c.reason.startswith("too few") or c.method == "empty"
         drifted = c.drifted and not few_cells and departing >= min_cells
         status = "drift" if drifted else "insufficient" if insufficient else "consistent"
-        naive_txt = f"naive D={n.statistic:.2f} vs the earliest tests" + (" would have fired" if n.drifted else "")
+        naive_txt = f"naive D={n.statistic:.2f} vs day one" + (" would have fired" if n.drifted else "")
         if drifted:
             where = "below" if med_z < 0 else "above"
             why = (f"{f}: residuals shifted {where} the aging trajectory by D={c.statistic:.2f} (p={_fmt_p(c.pvalue_adjusted)}) "
@@ -408,7 +430,7 @@ def evaluate_fleet(reference: AgingReference, rows: pd.DataFrame, policy: DriftP
             why = (f"{f}: shifted (D={c.statistic:.2f}, p={_fmt_p(c.pvalue_adjusted)}) but within the training cells' "
                    f"cell-to-cell spread ({departing} of {cells} cells beyond it, {min_cells} needed); {naive_txt}")
         elif insufficient:
-            why = f"{f}: cannot judge: " + (f"{cells} cell(s) < {min_cells}" if few_cells else c.reason)
+            why = f"{f}: cannot judge: " + (few_why if few_cells else c.reason)
         else:
             why = f"{f}: consistent with aging (D={c.statistic:.2f}, p={_fmt_p(c.pvalue_adjusted)}); {naive_txt}"
         out.append(FeatureDrift(f, c.statistic, c.pvalue, c.pvalue_adjusted, c.n_reference, c.n_current, drifted, status, why,
@@ -428,8 +450,9 @@ def evaluate_fleet(reference: AgingReference, rows: pd.DataFrame, policy: DriftP
         verdict = "no drift"
         fired = [f.feature for f in out if f.naive_drifted]
         reasons.append(f"aging as expected: {len(rows)} tests of {cells} cells at ages {_span(float(age.min()), float(age.max()))}"
-                       + (f"; a naive comparison with the earliest tests ({_span(*early_ages)}) would have flagged "  # type: ignore[misc]
+                       + (f"; a naive comparison with day one (the training cells' first tests, {_span(*early_ages)}) would have flagged "  # type: ignore[misc]
                           f"{', '.join(fired)}, all explained by the trajectory" if fired else ""))
+        reasons += [f.reason for f in out if aware[f.feature].drifted]  # significant, but carried by too few cells
     if excluded:
         reasons.append("not judged: " + "; ".join(f"{n} tests {why}" for why, n in excluded.items()))
     return BatteryDriftResult(reference.chemistry, fleet, reference.digest, baseline, verdict, verdict == "drift", out, reasons,
@@ -456,7 +479,7 @@ def drift_markdown(result: BatteryDriftResult) -> str:
     ages = _span(*result.ages) if result.ages else "no ages"
     lines = [f"**{result.chemistry} / {result.fleet}: {result.verdict}** — {result.rows} tests of {result.cells} cells at {ages}; "
              f"compared with {result.baseline}", "",
-             "| feature | aging-aware D | | p (BH) | verdict | naive D" + (f" (vs ages {_span(*result.naive_ages)})" if result.naive_ages else "")
+             "| feature | aging-aware D | | p (BH) | verdict | naive D vs day one" + (f" ({_span(*result.naive_ages)})" if result.naive_ages else "")
              + " | |", "|---|---|---|---|---|---|---|"]
     for f in result.features:
         p = _fmt_p(f.pvalue_adjusted) if math.isfinite(f.pvalue_adjusted) else "–"

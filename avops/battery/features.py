@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -134,12 +135,15 @@ def curve_features(q_grid: np.ndarray, spec: BatteryFeatureSpec) -> dict[str, np
     e = spec.smooth_points
     dvdq = 1.0 / np.maximum(ic[:, e:-e], 1e-9)
     pd = np.argmax(dvdq, axis=-1)
+    none = ~np.all(np.isfinite(q), axis=-1)  # no curve: positions are undefined, not the grid's first point
     out = {
         "window_charge_ah": q[:, -1] - q[:, 0],
         "ic_peak_v": grid[p1], "ic_peak_height": ic[rows, p1], "ic_peak_area_ah": area,
         "ic_peak2_v": grid[p2], "ic_peak2_height": ic[rows, p2],
         "dvdq_peak_q_ah": q[rows, pd + e] - q[:, 0], "dvdq_peak_height": dvdq[rows, pd],
     }
+    for k in ("ic_peak_v", "ic_peak2_v", "dvdq_peak_q_ah"):
+        out[k] = np.where(none, np.nan, out[k])
     if spec.embedding is not None:
         mean, comps = spec.embedding.arrays()
         z = (ic - mean) @ comps.T
@@ -178,15 +182,38 @@ class CellState:
     history: list[tuple[float, float]] = field(default_factory=list)  # (usage cycles, window charge)
 
 
+def collapse_plateaus(v: np.ndarray, q: np.ndarray, seg: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """One point per level of the (non-decreasing) voltage: the midpoint of the charge while it stayed there.
+
+    Why: a BMS quantises voltage (0.1 mV here), so the running maximum repeats a level for several
+    samples. Interpolating into such a plateau would depend on which side of the level a grid
+    voltage rounds to (float32 and float64 disagree exactly there); one point per level removes
+    the ambiguity. ``seg``: a segment id per sample (tests in a batch), plateaus never span two.
+    """
+    new = np.r_[True, v[1:] != v[:-1]] if seg is None else np.r_[True, (v[1:] != v[:-1]) | (seg[1:] != seg[:-1])]
+    start = np.flatnonzero(new)
+    end = np.r_[start[1:], len(v)] - 1
+    out = (v[start], 0.5 * (q[start] + q[end]))
+    return out if seg is None else (*out, seg[start])
+
+
+def interpolate_segments(vu: np.ndarray, qu: np.ndarray, j: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """q at ``x`` on the segment ``(j, j + 1)``: the same formula online, offline and in the float32 reference."""
+    return qu[j] + (x - vu[j]) / (vu[j + 1] - vu[j]) * (qu[j + 1] - qu[j])
+
+
 def q_on_grid(time_s: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray, spec: BatteryFeatureSpec) -> np.ndarray:
     """Charge accepted (Ah) at each grid voltage of the slow-charge samples (current < 0 is charge)."""
     dq = np.concatenate([[0.0], -0.5 * (current_a[1:] + current_a[:-1]) * np.diff(time_s) / 3600.0])
     q = np.cumsum(dq)
     v = np.maximum.accumulate(voltage_v)  # sensor noise must not fold the curve back
     lo, hi = spec.window_v
-    if len(v) == 0 or v[0] > lo or v[-1] < hi:  # the charge did not cross the whole window: no curve
+    if len(v) < 2 or v[0] > lo or v[-1] < hi:  # the charge did not cross the whole window: no curve
         return np.full(spec.grid_points, np.nan)
-    return np.interp(spec.grid(), v, q)
+    vu, qu = collapse_plateaus(v, q)
+    grid = spec.grid()
+    j = np.clip(np.searchsorted(vu, grid, side="right") - 1, 0, len(vu) - 2)
+    return interpolate_segments(vu, qu, j, grid)
 
 
 def _step_samples(step: np.ndarray, name: str) -> np.ndarray:
@@ -205,11 +232,17 @@ def online_features(time_s: np.ndarray, current_a: np.ndarray, voltage_v: np.nda
     pulse = _step_samples(step, "pulse")
     before = pulse[0] - 1
     temp = float(np.mean(np.asarray(temperature_c, np.float64)))
-    r, r25 = resistance(v[before], v[pulse[-1]], i[before], i[pulse[-1]], np.float64(temp), spec)
+    if before < 0:  # no sample before the pulse: no voltage to step from
+        r, r25 = np.float64(np.nan), np.float64(np.nan)
+    else:
+        r, r25 = resistance(v[before], v[pulse[-1]], i[before], i[pulse[-1]], np.float64(temp), spec)
     feats.update(r_pulse_mohm=float(r), r_pulse_25c_mohm=float(r25), temperature_c=temp)
     wc = feats["window_charge_ah"]
-    if state.first_window_charge_ah is None:
+    if state.first_window_charge_ah is None and math.isfinite(wc):  # begin of life: the first test with a curve
         state.first_window_charge_ah = wc
+    if not math.isfinite(wc):  # no curve this time: nothing to add to the history
+        feats["window_charge_vs_first"] = feats["fade_trend_per_100"] = float("nan")
+        return {k: feats[k] for k in FEATURE_NAMES}
     state.history = (state.history + [(float(usage_cycles), wc)])[-spec.trend_tests:]
     feats["window_charge_vs_first"] = wc / state.first_window_charge_ah
     cyc = np.array([c for c, _ in state.history])
@@ -225,41 +258,51 @@ def offline_features(tests: pa.Table, samples: pa.Table, spec: BatteryFeatureSpe
     import pyarrow.compute as pc
 
     meta = tests.sort_by([("cell_id", "ascending"), ("started_at", "ascending")])
-    ids = meta.column("test_id").to_pylist()
-    order = {tid: k for k, tid in enumerate(ids)}
-    s_test = np.array([order.get(x, -1) for x in samples.column("test_id").to_pylist()])
+    n, g = meta.num_rows, spec.grid_points
+    s_test = pc.index_in(samples.column("test_id"), meta.column("test_id")).fill_null(-1).to_numpy()
     t = samples.column("time_s").to_numpy()
     i = samples.column("current_a").to_numpy().astype(np.float64)
     v = samples.column("voltage_v").to_numpy().astype(np.float64)
     temp = samples.column("temperature_c").to_numpy().astype(np.float64)
-    step = np.asarray(pc.cast(samples.column("step"), pa.string()).to_numpy(zero_copy_only=False))
-    n, g = len(ids), spec.grid_points
-    # samples in (test, time) order: the per-test segments the batched maths relies on
-    srt = np.lexsort((t, s_test))
-    s_test, t, i, v, temp, step = s_test[srt], t[srt], i[srt], v[srt], temp[srt], step[srt]
+    names = pa.array(["slow_charge", "pulse"])
+    step = pc.index_in(pc.cast(samples.column("step"), pa.string()), names).fill_null(-1).to_numpy()  # 0 charge, 1 pulse
+    # samples in (test, time) order: the per-test segments the batched maths relies on (ingest writes them so)
+    if len(s_test) and not (np.all(np.diff(s_test) >= 0) and np.all((np.diff(t) >= 0) | (np.diff(s_test) > 0))):
+        srt = np.lexsort((t, s_test))
+        s_test, t, i, v, temp, step = s_test[srt], t[srt], i[srt], v[srt], temp[srt], step[srt]
     keep = s_test >= 0
-    # -- charge vs voltage for every test in one interpolation: key = test * span + voltage
-    ch = keep & (step == "slow_charge")
+    # -- charge vs voltage for every test at once
+    ch = keep & (step == 0)
     ct, cti, ctt, ctv = s_test[ch], i[ch], t[ch], v[ch]
     first = np.r_[True, ct[1:] != ct[:-1]]
     dq = np.where(first, 0.0, -0.5 * (cti + np.r_[cti[:1], cti[:-1]]) * np.diff(ctt, prepend=ctt[:1]) / 3600.0)
     q = np.cumsum(dq)
     q -= q[np.maximum.accumulate(np.where(first, np.arange(len(q)), 0))]  # restart the running sum at each test
-    span = 1000.0  # larger than any cell voltage: one test's keys never reach the next's
-    key = np.maximum.accumulate(ct * span + ctv)
-    grid_keys = (np.arange(n)[:, None] * span + spec.grid()[None, :]).ravel()
-    # np.interp clamps at a test's own ends only if its samples bracket the window; tests are checked to
-    lo_key, hi_key = np.full(n, np.nan), np.full(n, np.nan)
-    starts = np.flatnonzero(first)
-    ends = np.r_[starts[1:], len(ct)] - 1
-    lo_key[ct[starts]], hi_key[ct[ends]] = key[starts] - ct[starts] * span, key[ends] - ct[ends] * span
-    q_grid = np.interp(grid_keys, key, q).reshape(n, g)
+    # the running maximum of voltage per test, exactly: on integer ranks (test-major), never on a float key
+    levels, rank = np.unique(ctv, return_inverse=True)
+    ikey = np.maximum.accumulate(ct.astype(np.int64) * len(levels) + rank)
+    vrm = levels[ikey - ct.astype(np.int64) * len(levels)]
+    vu, qu, tu = collapse_plateaus(vrm, q, ct)
     lo, hi = spec.window_v
-    covered = (lo_key <= lo) & (hi_key >= hi)
-    q_grid[~covered] = np.nan
+    starts = np.searchsorted(tu, np.arange(n), side="left")
+    ends = np.searchsorted(tu, np.arange(n), side="right") - 1
+    has = ends > starts  # at least two levels
+    covered = np.zeros(n, bool)
+    covered[has] = (vu[starts[has]] <= lo) & (vu[ends[has]] >= hi)
+    grid = spec.grid()
+    q_grid = np.full((n, g), np.nan)
+    rows = np.flatnonzero(covered)
+    if len(rows):
+        # the segment of each grid point inside its own test: a search per test, vectorised over tests
+        span = 16.0  # any bound above the voltage range: only to find the segment, values come from vu itself
+        key = tu * span + vu
+        gk = rows[:, None] * span + grid[None, :]
+        j = np.searchsorted(key, gk, side="right") - 1
+        j = np.clip(j, starts[rows][:, None], ends[rows][:, None] - 1)
+        q_grid[rows] = interpolate_segments(vu, qu, j, np.broadcast_to(grid, j.shape))
     feats = curve_features(q_grid, spec)
     # -- pulse resistance: the last sample before the pulse and the pulse's last sample
-    pulse = keep & (step == "pulse")
+    pulse = keep & (step == 1)
     p_idx = np.flatnonzero(pulse)
     p_test = s_test[p_idx]
     p_first = p_idx[np.r_[True, p_test[1:] != p_test[:-1]]]
@@ -269,6 +312,8 @@ def offline_features(tests: pa.Table, samples: pa.Table, spec: BatteryFeatureSpe
     tmean = np.full(n, np.nan)
     cnt = np.bincount(s_test[keep], minlength=n)
     tmean[:] = np.bincount(s_test[keep], weights=temp[keep], minlength=n) / np.maximum(cnt, 1)
+    ok = (p_first > 0) & (s_test[np.maximum(p_first - 1, 0)] == s_test[p_first])  # a sample of the same test before the pulse
+    p_first, p_last = p_first[ok], p_last[ok]
     rt = s_test[p_first]
     r[rt], r25[rt] = resistance(v[p_first - 1], v[p_last], i[p_first - 1], i[p_last], tmean[rt], spec)
     feats.update(r_pulse_mohm=r, r_pulse_25c_mohm=r25, temperature_c=tmean)
@@ -281,11 +326,12 @@ def offline_features(tests: pa.Table, samples: pa.Table, spec: BatteryFeatureSpe
     k0 = 0
     for k in range(n + 1):
         if k == n or cells[k] != cells[k0]:
-            base = wc[k0]
-            for j in range(k0, k):
+            seen = [j for j in range(k0, k) if np.isfinite(wc[j])]  # the BMS's history holds tests with a curve only
+            base = wc[seen[0]] if seen else np.nan
+            for pos, j in enumerate(seen):
                 rel_first[j] = wc[j] / base
-                a = max(k0, j - spec.trend_tests + 1)
-                tr[j] = trend(cyc[a:j + 1], wc[a:j + 1] / base)
+                kept = seen[max(0, pos - spec.trend_tests + 1): pos + 1]
+                tr[j] = trend(cyc[kept], wc[kept] / base)
             k0 = k
     feats["window_charge_vs_first"] = rel_first
     feats["fade_trend_per_100"] = tr

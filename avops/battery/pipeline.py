@@ -177,9 +177,14 @@ def train_chemistry(home: HomeLayout, registry: ModelRegistry, config: BatteryCo
             raise ValueError(f"{chemistry}: only {int(ok.sum())} tests have a {target} label; the model needs cells that reached end of life")
         models[target] = fit_linear(data[ok], data.loc[ok, target].to_numpy(), feats, target, settings.ridge_alpha, standardise_on=data)
     censored = int(Y.groupby("cell_id")["rul_cycles"].apply(lambda s: s.isna().all()).sum())
+    from avops.battery.drift import AgingReference  # the drift monitor's reference: how these cells aged
+
+    aging = AgingReference.fit(X, chemistry, sources={"feature_tables": manifests})
+    aging_sha = store.put_json(aging.to_dict())
     checkpoint = {"model": MODEL, "format": "avops-battery-soh/1", "chemistry": chemistry, "feature_tables": manifests,
                   "feature_version": next(iter(manifests.values()))["feature_version"], "features": feats,
                   "models": {t: m.to_dict() for t, m in models.items()}, "end_of_life_soh": settings.end_of_life_soh,
+                  "aging_reference_sha256": aging_sha, "trained_until": aging.trained_until,
                   "config": config.path, "code_version": BATTERY_VERSION}
     ckpt_sha = store.put_json(checkpoint)
     blocked = any(g["blocks"] for g in gates)
@@ -187,7 +192,8 @@ def train_chemistry(home: HomeLayout, registry: ModelRegistry, config: BatteryCo
                 "cells": int(X["cell_id"].nunique()), "tests": int(len(X)), "censored_cells": censored, "gates": gates,
                 "generalization": gen.to_dict(orient="records"), "blocked": blocked}
     evidence_sha = store.put_json(_finite(evidence))
-    lineage = {"feature_tables": {f: v["manifest"] for f, v in manifests.items()}, "evidence_sha256": evidence_sha}
+    lineage = {"feature_tables": {f: v["manifest"] for f, v in manifests.items()}, "evidence_sha256": evidence_sha,
+               "aging_reference_sha256": aging_sha}
     metrics = {f"{r['target']}.{r['trained_on']}.{r['evaluated_on'].replace(' ', '_')}.mae": r["mae"] for r in gen.to_dict(orient="records")}
     metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
     version = registry.register(MODEL, chemistry, ckpt_sha, lineage, metrics, actor, "battery SoH/RUL model trained", run_id)
@@ -251,3 +257,23 @@ def verify_parity(home: HomeLayout, config: BatteryConfig, fleet: str, rel_tol: 
             if not rel <= rel_tol:
                 bad.append({"test_id": row.test_id, "feature": name, "online": a, "offline": b})
     return BatteryParity(not bad, compared, worst, bad)
+
+
+def fleet_drift(home: HomeLayout, registry: ModelRegistry, config: BatteryConfig, fleet: str):
+    """The fleet's reference tests since its chemistry's production model was trained, against the aging
+    that model's cells went through (``avops.battery.drift``); None when there is no production model yet."""
+    from avops.battery.drift import AgingReference, evaluate_fleet
+
+    store = open_store(home)
+    chem = config.fleet(fleet).chemistry
+    version = production(registry, chem)
+    if version is None:
+        return None
+    body = store.get_json(version.artifact_sha256)
+    reference = AgingReference.from_dict(store.get_json(body["aging_reference_sha256"]))  # type: ignore[index, arg-type]
+    from avops.drift.ks import DriftPolicy
+
+    _, rows, _ = load_feature_table(home, fleet, store)
+    d = config.drift
+    policy = DriftPolicy(alpha=d.alpha, min_effect=d.min_effect, min_samples=d.min_samples)
+    return version, evaluate_fleet(reference, rows, policy, min_cells=d.min_cells, new_only=True)

@@ -128,3 +128,31 @@ def soh_models(context: dg.AssetExecutionContext, avops_home: AvopsHome, model_r
                   "generalization_table": dg.MetadataValue.json(r.generalization.to_dict(orient="records")),
                   "trigger": context.run.tags.get("avops/trigger", "manual")},
         data_version=dg.DataVersion(r.checkpoint_sha256))
+
+
+DRIFT = dg.AssetKey(["battery", "drift"])
+
+
+@dg.asset(key=DRIFT, deps=[CELLS, dg.AssetDep(SOH_MODELS, partition_mapping=ALL)], group_name=GROUP,
+          partitions_def=battery_fleet_partitions, code_version="1", automation_condition=EAGER, kinds={"numpy"},
+          tags={"stage": "monitoring"})
+def battery_drift(context: dg.AssetExecutionContext, avops_home: AvopsHome, model_registry: ModelRegistryResource) -> dg.MaterializeResult:
+    """Is the fleet's battery aging still the aging its chemistry's production model was trained on?
+
+    Cells age by design, so each feature of the tests that arrived since training is judged against
+    the expected trajectory at the test's own age (not against day one); the naive day-one comparison
+    is shown beside it. The decision is the one `battery_drift_sensor` takes (a drifted fleet
+    requests one retrain of its chemistry)."""
+    home = avops_home.layout()
+    out = pipeline.fleet_drift(home, model_registry.open(), load_battery_config(), context.partition_key)
+    if out is None:
+        return dg.MaterializeResult(metadata={"verdict": "no production model for this fleet's chemistry yet"})
+    version, result = out
+    from avops.battery.drift import drift_markdown
+
+    digest = avops_home.object_store().put_json(result.to_dict())
+    return dg.MaterializeResult(
+        metadata={"verdict": result.verdict, "drifted_features": dg.MetadataValue.json(result.drifted_features),
+                  "naive_would_flag": dg.MetadataValue.json(result.naive_drifted), "reasons": "; ".join(result.reasons)[:2000],
+                  "production_version": version.version, "reference_sha256": result.reference_digest, "verdict_sha256": digest,
+                  "new_tests": result.rows, "cells": result.cells, "drift": dg.MetadataValue.md(drift_markdown(result))})
