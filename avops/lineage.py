@@ -191,6 +191,9 @@ def _checkpoint(lin: Lineage, ck: _Checker, parent: str, rec: dict, cohort: str)
     if mv.name == "maintenance":
         _maintenance_inputs(lin, ck, node.id, mv.lineage, cohort)
         return
+    if mv.name == "battery_soh":
+        _battery_inputs(lin, ck, node.id, mv.lineage)
+        return
     prov_digest = mv.lineage.get("provenance_sha256")
     if not prov_digest:
         node.problems.append("no provenance record in the registry lineage")
@@ -225,6 +228,38 @@ def _maintenance_inputs(lin: Lineage, ck: _Checker, parent: str, lineage: dict, 
     if lineage.get("reference_sha256"):
         lin.add(ck.object(Node(f"reference:{lineage['reference_sha256']}", "drift reference", "telemetry it was trained on, sorted"),
                           lineage["reference_sha256"]), parent, "monitored against")
+
+
+def _battery_inputs(lin: Lineage, ck: _Checker, parent: str, lineage: dict) -> None:
+    """A battery SoH/RUL model: the feature table of every fleet it was trained on (vehicle and storage),
+    each down to the BMS logs it was computed from, and the aging reference it is monitored against."""
+    for fleet, fm in sorted((lineage.get("feature_tables") or {}).items()):
+        fnode = lin.add(Node(f"features:{fm}", "feature table", f"features/battery_cells[{fleet}]"), parent, "trained on")
+        body = ck.manifest(fnode, fm)
+        if body is None:
+            continue
+        fnode.detail = {"feature_version": body.get("feature_version"), "embedding_digest": body.get("embedding_digest")}
+        raw = body.get("raw_manifest")
+        if raw:
+            rnode = lin.add(Node(f"bms:{raw}", "BMS reference tests", f"battery/reference_tests[{fleet}]"), fnode.id, "from")
+            rbody = ck.manifest(rnode, raw)
+            if rbody is None:
+                continue
+            rnode.detail = {"tests": len(rbody.get("inputs", [])), "quarantined": len(rbody.get("quarantined", []))}
+            for item in rbody.get("inputs", []):
+                f = lin.add(Node(f"file:{item['sha256']}", "BMS log", item["file"].rsplit("/", 1)[-1], item["sha256"]), rnode.id, "ingested")
+                path = ck.home.bms / item["file"]
+                if not path.exists():
+                    f.verified = None
+                    f.detail["note"] = f"not in the BMS landing folder any more ({item['file']}): recorded digest shown, not recomputed"
+                    continue
+                actual = sha256_file(path)
+                f.verified = actual == item["sha256"]
+                if not f.verified:
+                    f.problems.append(f"{item['file']} now hashes to {actual[:12]}, ingest recorded {item['sha256'][:12]}")
+    if lineage.get("aging_reference_sha256"):
+        lin.add(ck.object(Node(f"aging:{lineage['aging_reference_sha256']}", "drift reference", "expected aging trajectories"),
+                          lineage["aging_reference_sha256"]), parent, "monitored against")
 
 
 def _gates(lin: Lineage, ck: _Checker, parent: str, mv) -> None:

@@ -33,6 +33,11 @@ def demo_command(profile: str, cohorts: tuple[str, ...], campaign_round: bool) -
     selected = list(cohorts) or registry.cohort_ids
     prof = Profile.from_registry(registry, profile)
     total = sum(registry.cohort(c).vehicle_count for c in selected) * prof.drives_per_vehicle
+    from avops.battery.config import load_battery_config
+    from avops.cli import run_battery_simulation
+
+    # the cells first: each vehicle's traction pack on the CAN bus ages with its simulated cell
+    run_battery_simulation(load_battery_config(), registry, lay, profile, None, until=_battery_first_delivery())
     with progress_bar() as bar:
         task = bar.add_task("simulating fleet", total=total, note="")
         sim = simulate_fleet(registry, lay, profile=profile, cohorts=selected,
@@ -63,6 +68,9 @@ def demo_command(profile: str, cohorts: tuple[str, ...], campaign_round: bool) -
     _print_engines(lay, registry, selected)
     if not failed:
         _release(lay, selected)
+        held = [c for c in selected if outcomes[c]["status"] == "blocked"]
+        for c in held:  # a blocked component holds back only itself: ship what passed (the battery model, here)
+            _propagate(instance, c, "compatibility")
         _ota(lay, registry, selected)
     if not failed:  # the season first: a campaign round later retrains every cohort's maintenance model anyway
         _drift_round(instance, registry, lay, profile, selected)
@@ -195,6 +203,14 @@ def _print_engines(lay, registry, cohorts: list[str]) -> None:
                      f"|Δ|≤{max(x['max_abs_diff_mm'] for x in r['parity']['components'].values()):.0e} mm" for r in m.body["engines"]]
             ok = all(r["status"] == "ok" for r in m.body["engines"])
             table.add_row(c, f"{m.body['soc']} gateway (maintenance)", "; ".join(parts), "[green]built[/]" if ok else "[red]blocked[/]")
+        m = datasets.current(store, lay.refs, compiling.BMS_ENGINES, c)
+        if m is not None and m.body.get("skipped"):
+            table.add_row(c, "BMS (battery SoH/RUL)", "", f"[yellow]not compiled: {m.body['skipped']}[/]")
+        elif m is not None:
+            parts = [f"{r['chemistry']} v{r['model_version']} {r['precision']} {r['budget']['latency_ms_target_estimate']:.3f} ms "
+                     f"|ΔSoH|≤{r['parity']['targets']['soh']['max_abs_diff']:.3f}, {r['engine_bytes']} B" for r in m.body["engines"]]
+            ok = all(r["status"] == "ok" for r in m.body["engines"])
+            table.add_row(c, f"{m.body['soc']} BMS (battery SoH/RUL)", "; ".join(parts), "[green]built[/]" if ok else "[red]blocked[/]")
     _show(table)
 
 
@@ -712,8 +728,6 @@ def _battery_round(instance, lay, registry, profile: str) -> bool:
     embedding, build the feature tables, export golden vectors and train the SoH/RUL models behind their gates
     (the main job's `compile/bms_engines` then ships each cohort's chemistry model to its BMS). Then the later
     tests arrive: the BMS landing sensor ingests them and the battery drift sensor judges their aging."""
-    from datetime import datetime, timedelta, timezone
-
     from avops.battery.config import load_battery_config
     from avops.cli import run_battery_simulation
     from avops_assets.definitions import defs
@@ -722,7 +736,7 @@ def _battery_round(instance, lay, registry, profile: str) -> bool:
     from avops_assets.partitions import BATTERY_FLEETS
 
     config = load_battery_config()
-    first_delivery = datetime.fromisoformat(config.start_date).replace(tzinfo=timezone.utc) + timedelta(days=BATTERY_FIRST_DAYS)
+    first_delivery = _battery_first_delivery()
     cells = run_battery_simulation(config, registry, lay, profile, None, until=first_delivery)
     console.print(f"battery fleets: {len(cells)} cells aged ({sum(c.cached for c in cells)} from the PyBaMM cache); BMS logs up to "
                   f"{first_delivery:%Y-%m-%d} delivered to {lay.bms} ({sum(c.written for c in cells)} new)")
@@ -752,6 +766,15 @@ def _battery_round(instance, lay, registry, profile: str) -> bool:
 
 
 BATTERY_FIRST_DAYS = 185  # the first delivery: about 150 cycles of a vehicle cell, 185 of a storage unit's
+
+
+def _battery_first_delivery():
+    from datetime import datetime, timedelta, timezone
+
+    from avops.battery.config import load_battery_config
+
+    start = datetime.fromisoformat(load_battery_config().start_date).replace(tzinfo=timezone.utc)
+    return start + timedelta(days=BATTERY_FIRST_DAYS)
 
 
 def _battery_run(job, instance, key: str, assets: list, tags: dict | None = None) -> dict:

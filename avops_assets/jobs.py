@@ -39,7 +39,11 @@ ENGINES = dg.AssetKey(["compile", "engines"])
 
 # The main job: the whole vehicle asset graph (with its checks) for one cohort. Manufacturing lines
 # are their own partitions and job.
-main_job = dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all() - dg.AssetSelection.groups("manufacturing", "battery"),
+# battery assets are partitioned by battery fleet or chemistry: their own jobs below
+BATTERY_ASSETS = dg.AssetSelection.groups("battery") | dg.AssetSelection.assets(
+    dg.AssetKey(["features", "battery_embedding"]), dg.AssetKey(["features", "battery_cells"]),
+    dg.AssetKey(["features", "battery_golden_vectors"]))
+main_job = dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all() - dg.AssetSelection.groups("manufacturing") - BATTERY_ASSETS,
                                partitions_def=cohort_partitions, config=run_defaults())
 
 # TensorRT targets build on a GPU executor: these tags route a run there (the queued run coordinator
@@ -67,7 +71,7 @@ inspection_retrain_job = dg.define_asset_job(
 BATTERY_FLEET_JOB = "battery_fleet"
 BATTERY_CHEMISTRY_JOB = "battery_chemistry"
 battery_fleet_job = dg.define_asset_job(
-    BATTERY_FLEET_JOB, selection=dg.AssetSelection.groups("battery") & dg.AssetSelection.assets(
+    BATTERY_FLEET_JOB, selection=dg.AssetSelection.assets(
         dg.AssetKey(["battery", "reference_tests"]), dg.AssetKey(["features", "battery_cells"]), dg.AssetKey(["battery", "drift"])),
     partitions_def=battery_fleet_partitions)
 

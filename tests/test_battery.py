@@ -293,3 +293,74 @@ def test_battery_jobs_in_dagster(battery_world, tmp_path, monkeypatch):
     mats = {e.asset_key.to_user_string(): e.materialization.metadata for e in r.get_asset_materialization_events()}
     assert "vehicle only" in mats["battery/soh_models"]["generalization"].value
     assert json.loads(json.dumps(mats["battery/soh_models"]["generalization_table"].value))
+
+
+def test_sensors_ingest_new_logs_and_retrain_only_on_aging_that_is_not_aging(battery_world, tmp_path, monkeypatch):
+    """bms_landing_sensor: new logs -> one run per fleet. battery_drift_sensor: a model trained on the first
+    months; later tests that age as expected request nothing, later tests whose resistance rose 30 % do."""
+    import dagster as dg
+    import pyarrow as pa
+
+    from avops import datasets
+    from avops.store import open_store
+    from avops_assets.definitions import resources
+    from avops_assets.defs.battery.assets import SOH_MODELS
+    from avops_assets.partitions import BATTERY_FLEETS
+    from sensors.battery import battery_drift_sensor, bms_landing_sensor
+
+    shutil.copytree(battery_world["home"].root, tmp_path / "home")
+    home = HomeLayout(tmp_path / "home")
+    monkeypatch.setenv("AVOPS_HOME", str(home.root))
+    monkeypatch.delenv("AVOPS_REGISTRY_URL", raising=False)
+    config, store = battery_world["config"], open_store(home)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(BATTERY_FLEETS, list(config.fleets))
+    res = resources()
+
+    def tick(sensor, cursor):
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=res) as ctx:
+            return sensor(ctx)
+
+    first = tick(bms_landing_sensor, None)
+    assert sorted(r.partition_key for r in first.run_requests) == sorted(config.fleets)
+    assert tick(bms_landing_sensor, first.cursor).run_requests == []  # nothing new: nothing requested
+
+    # the production nmc model is trained on the tests up to a cut-off (the first months)
+    nmc = config.fleets_of("nmc")
+    full = {f: bp.load_feature_table(home, f, store) for f in nmc}
+    cut = pd.Timestamp("2026-07-16", tz="UTC")  # as the demo: vehicle cells at ~150 cycles, storage at ~185
+    for f, (m, x, y) in full.items():
+        keep = pd.to_datetime(x["started_at"], utc=True) <= cut
+        datasets.publish(store, home.refs, bp.FEATURES_KEY, f,
+                         {"features": pa.Table.from_pandas(x[keep], preserve_index=False),
+                          "labels": pa.Table.from_pandas(y[y["test_id"].isin(x.loc[keep, "test_id"])], preserve_index=False)},
+                         {k: v for k, v in m.body.items() if k not in ("asset", "partition", "tables")})
+    reg = ModelRegistry.local(home)
+    # few cells reach end of life by the cut-off: the RUL gates would (rightly) block; this test is about drift
+    ungated = dataclasses.replace(config, model=dataclasses.replace(config.model, gates=()))
+    r = bp.train_chemistry(home, reg, ungated, "nmc", "test")
+    assert r.version.stage == "released"
+    drift0 = tick(battery_drift_sensor, None)
+    assert drift0.run_requests == []  # nothing after training yet
+
+    def publish_later(f: str, scale: float) -> None:
+        m, x, y = full[f]
+        x = x.copy()
+        later = pd.to_datetime(x["started_at"], utc=True) > cut
+        x.loc[later, "r_pulse_25c_mohm"] *= scale
+        datasets.publish(store, home.refs, bp.FEATURES_KEY, f, {"features": pa.Table.from_pandas(x, preserve_index=False),
+                                                                 "labels": pa.Table.from_pandas(y, preserve_index=False)},
+                         {k: v for k, v in m.body.items() if k not in ("asset", "partition", "tables")})
+
+    publish_later("xavier-my2022-eu", 1.0)  # the later tests as they aged
+    aged = tick(battery_drift_sensor, drift0.cursor)
+    assert aged.run_requests == [], aged.skip_reason
+    _, verdict = bp.fleet_drift(home, reg, config, "xavier-my2022-eu")
+    assert verdict.verdict != "drift" and verdict.rows > 0
+    assert verdict.naive_drifted, "the naive day-one test would have fired on plain aging"
+    publish_later("rcarv4h-my2025-eu", 1.3)  # a real change: resistance up 30 % at the same ages
+    changed = tick(battery_drift_sensor, aged.cursor)
+    (req,) = changed.run_requests
+    assert req.partition_key == "nmc" and req.tags["avops/trigger"] == "drift" and "r_pulse_25c_mohm" in req.tags["avops/reason"]
+    assert list(req.asset_selection) == [SOH_MODELS]
+    assert tick(battery_drift_sensor, changed.cursor).run_requests == []  # seen, and cooling down

@@ -1,7 +1,7 @@
 import dagster as dg
 
 from avops_assets.definitions import MAIN_JOB, defs
-from avops_assets.partitions import COHORTS, LINES
+from avops_assets.partitions import BATTERY_FLEETS, COHORTS, LINES
 
 
 def test_definitions_load_and_describe_every_asset():
@@ -13,6 +13,11 @@ def test_definitions_load_and_describe_every_asset():
         node = graph.get(key)
         assert node.description and len(node.description) > 40, f"{key} needs a description"
         assert node.group_name == key.path[0], f"{key}: group must be its stage"
+        if key.path[0] == "battery" or key.path[-1].startswith("battery_"):  # battery fleets, or cell chemistries
+            pd = node.partitions_def
+            assert (isinstance(pd, dg.DynamicPartitionsDefinition) and pd.name == BATTERY_FLEETS) or (
+                isinstance(pd, dg.StaticPartitionsDefinition) and set(pd.get_partition_keys()) == {"nmc", "lfp"}), key
+            continue
         assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition)
         assert node.partitions_def.name == (LINES if key.path[0] == "manufacturing" else COHORTS)
     checks = {k.name for k in graph.asset_check_keys}
@@ -20,11 +25,13 @@ def test_definitions_load_and_describe_every_asset():
     assert d.resolve_job_def(MAIN_JOB) is not None
     assert d.resolve_sensor_def("landing_zone_sensor") is not None
     assert d.resolve_sensor_def("avops_automation") is not None
-    for name in ("drift_sensor", "line_change_sensor", "fp_rate_sensor"):
+    for name in ("drift_sensor", "line_change_sensor", "fp_rate_sensor", "bms_landing_sensor", "battery_drift_sensor"):
         assert d.resolve_sensor_def(name) is not None
     assert d.resolve_schedule_def("maintenance_retrain_schedule") is not None
     main = {k.path[0] for k in d.resolve_job_def(MAIN_JOB).asset_layer.executable_asset_keys}
     assert "manufacturing" not in main and {"features", "maintenance"} <= main, "lines are their own partitions and job"
+    main_keys = {k.to_user_string() for k in d.resolve_job_def(MAIN_JOB).asset_layer.executable_asset_keys}
+    assert "compile/bms_engines" in main_keys and not {k for k in main_keys if "battery" in k.split("/")[0] or "/battery_" in k}
 
 
 def test_blocking_checks_are_blocking():

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from avops.battery.config import Chemistry
 
@@ -253,19 +254,34 @@ def online_features(time_s: np.ndarray, current_a: np.ndarray, voltage_v: np.nda
 
 # ---- offline: every test of a fleet at once, point in time ------------------------------------
 
+def _test_index(ids: pa.ChunkedArray, order: list[str]) -> np.ndarray:
+    """Row of each sample's test in ``order`` (-1: not there). Samples come grouped by test, so only the
+    first id of each run is looked up (a string hash per sample would dominate the batch)."""
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    n = len(ids)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    change = pc.not_equal(ids.slice(1), ids.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    starts = np.r_[0, np.flatnonzero(change) + 1]
+    pos = {tid: k for k, tid in enumerate(order)}
+    runs = np.array([pos.get(t, -1) for t in ids.take(pa.array(starts)).to_pylist()], np.int64)
+    return np.repeat(runs, np.diff(np.r_[starts, n]))
+
+
 def offline_features(tests: pa.Table, samples: pa.Table, spec: BatteryFeatureSpec) -> pa.Table:
     """One row per reference test (entity: cell, event time: started_at) with every feature."""
     import pyarrow.compute as pc
 
     meta = tests.sort_by([("cell_id", "ascending"), ("started_at", "ascending")])
     n, g = meta.num_rows, spec.grid_points
-    s_test = pc.index_in(samples.column("test_id"), meta.column("test_id")).fill_null(-1).to_numpy()
+    s_test = _test_index(samples.column("test_id"), meta.column("test_id").to_pylist())
     t = samples.column("time_s").to_numpy()
     i = samples.column("current_a").to_numpy().astype(np.float64)
     v = samples.column("voltage_v").to_numpy().astype(np.float64)
     temp = samples.column("temperature_c").to_numpy().astype(np.float64)
-    names = pa.array(["slow_charge", "pulse"])
-    step = pc.index_in(pc.cast(samples.column("step"), pa.string()), names).fill_null(-1).to_numpy()  # 0 charge, 1 pulse
+    steps = pc.cast(samples.column("step"), pa.string())
+    step = np.where(pc.equal(steps, "slow_charge").to_numpy(zero_copy_only=False), 0,
+                    np.where(pc.equal(steps, "pulse").to_numpy(zero_copy_only=False), 1, -1))  # 0 charge, 1 pulse
     # samples in (test, time) order: the per-test segments the batched maths relies on (ingest writes them so)
     if len(s_test) and not (np.all(np.diff(s_test) >= 0) and np.all((np.diff(t) >= 0) | (np.diff(s_test) > 0))):
         srt = np.lexsort((t, s_test))
@@ -317,22 +333,33 @@ def offline_features(tests: pa.Table, samples: pa.Table, spec: BatteryFeatureSpe
     rt = s_test[p_first]
     r[rt], r25[rt] = resistance(v[p_first - 1], v[p_last], i[p_first - 1], i[p_last], tmean[rt], spec)
     feats.update(r_pulse_mohm=r, r_pulse_25c_mohm=r25, temperature_c=tmean)
-    # -- history features, point in time per cell (tests are sorted by cell, then start)
-    cells = meta.column("cell_id").to_pylist()
+    # -- history features, point in time per cell (tests are sorted by cell, then start); the BMS's history
+    #    holds the tests that had a curve, so only those count, and each test sees its cell's last trend_tests
+    cell_ids = meta.column("cell_id").combine_chunks()
     cyc = meta.column("usage_cycles").to_numpy().astype(np.float64)
     wc = feats["window_charge_ah"]
     rel_first = np.full(n, np.nan)
     tr = np.full(n, np.nan)
-    k0 = 0
-    for k in range(n + 1):
-        if k == n or cells[k] != cells[k0]:
-            seen = [j for j in range(k0, k) if np.isfinite(wc[j])]  # the BMS's history holds tests with a curve only
-            base = wc[seen[0]] if seen else np.nan
-            for pos, j in enumerate(seen):
-                rel_first[j] = wc[j] / base
-                kept = seen[max(0, pos - spec.trend_tests + 1): pos + 1]
-                tr[j] = trend(cyc[kept], wc[kept] / base)
-            k0 = k
+    fin = np.flatnonzero(np.isfinite(wc))
+    if len(fin):
+        new_cell = np.r_[True, pc.not_equal(cell_ids.slice(1), cell_ids.slice(0, n - 1)).to_numpy(zero_copy_only=False)] if n > 1 else np.ones(1, bool)
+        cell_code = np.cumsum(new_cell)[fin]
+        first_of_cell = np.r_[True, cell_code[1:] != cell_code[:-1]]
+        start = np.maximum.accumulate(np.where(first_of_cell, np.arange(len(fin)), 0))
+        rel = wc[fin] / wc[fin][start]
+        rel_first[fin] = rel
+        k = spec.trend_tests
+        win = np.arange(len(fin))[:, None] - np.arange(k - 1, -1, -1)[None, :]  # the last k tests up to each one
+        ok = win >= start[:, None]
+        win = np.where(ok, win, 0)
+        x = np.where(ok, cyc[fin][win], 0.0)
+        y = np.where(ok, rel[win], 0.0)
+        cnt = ok.sum(axis=1)
+        xc = np.where(ok, x - (x.sum(axis=1) / cnt)[:, None], 0.0)
+        yc = np.where(ok, y - (y.sum(axis=1) / cnt)[:, None], 0.0)
+        sxx = (xc * xc).sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tr[fin] = np.where((cnt >= 2) & (sxx > 0), (xc * yc).sum(axis=1) / sxx * 100.0, np.nan)
     feats["window_charge_vs_first"] = rel_first
     feats["fade_trend_per_100"] = tr
     cols = {c: meta.column(c) for c in ("test_id", "fleet", "unit_id", "cell_id", "chemistry", "started_at", "usage_cycles")}

@@ -58,6 +58,54 @@ def measured(spec: CellSpec, test: ReferenceTest, when: datetime, seed: int) -> 
                    np.asarray(STEPS, dtype=object)[test.step])
 
 
+def _pulse_resistance(test: ReferenceTest) -> float:
+    pulse = np.flatnonzero(test.step == STEPS.index("pulse"))
+    before, end = pulse[0] - 1, pulse[-1]
+    return float((test.voltage_v[before] - test.voltage_v[end]) / (test.current_a[end] - test.current_a[before]) * 1000.0)
+
+
+@dataclass(frozen=True)
+class PackAging:
+    """How one vehicle's traction pack aged, from its cell's simulated life: for the drive simulator."""
+
+    times: np.ndarray  # epoch seconds of the cell's reference tests
+    capacity_rel: np.ndarray  # capacity / first capacity
+    resistance_rel: np.ndarray  # pulse resistance / first
+    digest: str
+
+    def at(self, when: datetime) -> tuple[float, float]:
+        """(capacity fade, resistance factor) at ``when`` (held at the ends of the simulated life)."""
+        t = when.timestamp()
+        return (float(1 - np.interp(t, self.times, self.capacity_rel)), float(np.interp(t, self.times, self.resistance_rel)))
+
+
+def pack_aging(home: HomeLayout, fleet: str) -> dict[str, PackAging]:
+    """Per vehicle of a fleet whose batteries were simulated: its first cell's aging (empty if none were).
+
+    The drive simulator reads this so that the pack voltage, current and temperature on the CAN bus
+    age with the same cell the BMS logs describe (simulator-side only: it reads the simulator's truth).
+    """
+    import hashlib
+    import json
+
+    path = home.sim_truth / "battery" / f"{fleet}.json"
+    if not path.exists():
+        return {}
+    raw = path.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    out: dict[str, PackAging] = {}
+    for cell in sorted(json.loads(raw)["cells"], key=lambda c: c["spec"]["cell_id"]):
+        unit = cell["spec"]["unit_id"]
+        tests = sorted(cell["tests"], key=lambda r: r["started_at"])
+        if unit in out or len(tests) < 2 or "r_pulse_mohm" not in tests[0]:
+            continue
+        times = np.array([datetime.fromisoformat(r["started_at"]).timestamp() for r in tests])
+        cap = np.array([r["capacity_ah"] for r in tests])
+        res = np.array([r["r_pulse_mohm"] for r in tests])
+        out[unit] = PackAging(times, cap / cap[0], res / res[0], digest)
+    return out
+
+
 def _run(args: tuple[CellSpec, str]) -> tuple[CellSpec, list[ReferenceTest], bool]:
     spec, cache = args
     tests, hit = cached_cell(spec, Path(cache))
@@ -85,7 +133,7 @@ def simulate_batteries(config: BatteryConfig, registry: FleetRegistry, home: Hom
         rows = []
         for test, when in zip(tests, test_times(spec, usage.cycles_per_day, start, config.seed)):
             rows.append({"test": test.index, "started_at": when.isoformat(), "usage_cycles": test.usage_cycles,
-                         "capacity_ah": test.capacity_ah})
+                         "capacity_ah": test.capacity_ah, "r_pulse_mohm": _pulse_resistance(test)})
             if until is not None and when > until:
                 continue
             path = home.bms / spec.fleet / spec.unit_id / file_name(spec.cell_id, when)

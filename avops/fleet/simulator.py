@@ -34,6 +34,7 @@ from avops.fleet import scene
 from avops.fleet.can_bus import encode_bus
 from avops.fleet.odd import Segment, sample_segments, sample_start_hour, segment_at
 from avops.fleet.vehicle import WearState, age_between_drives, initial_wear, simulate_signals
+from avops.fleet.battery import pack_aging
 from avops.fleet.workshop import ServiceOrder, plan_visits, service_orders_csv
 from avops.home import HomeLayout
 from avops.fleet_registry import Cohort, FleetRegistry
@@ -165,6 +166,9 @@ def simulate_fleet(
     for cohort in selected:
         orders: list[ServiceOrder] = []
         digest = _params_digest(seed, cohort, prof, start_s + (campaign.id if campaign else "") + (season.id if season else ""))
+        packs = pack_aging(home, cohort.id)  # traction packs age with their simulated cells (when batteries were simulated)
+        if packs:
+            digest = hashlib.sha256(f"{digest}:{next(iter(packs.values())).digest}".encode()).hexdigest()[:16]
         driven = replace(cohort, powertrain_calibration=season.powertrain_calibration) if season and season.powertrain_calibration else cohort
         for vi, vehicle_id in enumerate(cohort.vehicle_ids()):
             plan, visits = plan_vehicle(seed, cohort, vi, prof, start)
@@ -188,6 +192,9 @@ def simulate_fleet(
                     when = last + timedelta(days=prof.days_between_drives * (k + 1), minutes=offset_min)
                     drives.append((1000 + k, when, wear, target.where))
             for di, when, wear, where in drives:
+                if vehicle_id in packs:  # the pack's capacity and resistance from its cell, not the generic model
+                    fade, r_rel = packs[vehicle_id].at(when)
+                    wear = replace(wear, battery_capacity_fade=fade, battery_resistance_mohm=plan[0][1].battery_resistance_mohm * r_rel)
                 result = simulate_drive(home, driven, vi, vehicle_id, di, when, wear, prof, seed, digest, where)
                 report.drives.append(result)
                 if progress:

@@ -23,7 +23,8 @@ SOH_MODELS = dg.AssetKey(["battery", "soh_models"])
 
 chemistries = chemistry_partitions()
 ALL = dg.AllPartitionMapping()
-GROUP = "battery"
+GROUP = "battery"  # the stage of battery/*; features/battery_* are in the features group (group = stage)
+FEATURE_ASSETS = [EMBEDDING, CELLS, GOLDEN]
 EAGER = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 # fitted once per chemistry, then a deliberate refit (a new feature version): never on every new test
 ONCE = dg.AutomationCondition.on_missing() & dg.AutomationCondition.all_deps_blocking_checks_passed()
@@ -44,7 +45,7 @@ def reference_tests(context: dg.AssetExecutionContext, avops_home: AvopsHome) ->
         data_version=dg.DataVersion(r.manifest.digest))
 
 
-@dg.asset(key=EMBEDDING, deps=[dg.AssetDep(REFERENCE_TESTS, partition_mapping=ALL)], group_name=GROUP, partitions_def=chemistries,
+@dg.asset(key=EMBEDDING, deps=[dg.AssetDep(REFERENCE_TESTS, partition_mapping=ALL)], group_name="features", partitions_def=chemistries,
           code_version=pipeline.BATTERY_VERSION, automation_condition=ONCE, kinds={"numpy"}, tags={"stage": "features"})
 def battery_embedding(context: dg.AssetExecutionContext, avops_home: AvopsHome) -> dg.MaterializeResult:
     """The degradation embedding of one chemistry: PCA of incremental capacity curves over every fleet of
@@ -57,7 +58,7 @@ def battery_embedding(context: dg.AssetExecutionContext, avops_home: AvopsHome) 
         data_version=dg.DataVersion(m.digest))
 
 
-@dg.asset(key=CELLS, deps=[REFERENCE_TESTS, dg.AssetDep(EMBEDDING, partition_mapping=ALL)], group_name=GROUP,
+@dg.asset(key=CELLS, deps=[REFERENCE_TESTS, dg.AssetDep(EMBEDDING, partition_mapping=ALL)], group_name="features",
           partitions_def=battery_fleet_partitions, code_version=pipeline.BATTERY_VERSION, automation_condition=EAGER, kinds={"parquet"},
           tags={"stage": "features"})
 def battery_cells(context: dg.AssetExecutionContext, avops_home: AvopsHome) -> dg.MaterializeResult:
@@ -77,7 +78,7 @@ def battery_cells(context: dg.AssetExecutionContext, avops_home: AvopsHome) -> d
         data_version=dg.DataVersion(m.digest))
 
 
-@dg.asset(key=GOLDEN, deps=[dg.AssetDep(CELLS, partition_mapping=ALL)], group_name=GROUP, partitions_def=chemistries,
+@dg.asset(key=GOLDEN, deps=[dg.AssetDep(CELLS, partition_mapping=ALL)], group_name="features", partitions_def=chemistries,
           code_version=pipeline.BATTERY_VERSION, automation_condition=EAGER, kinds={"json"}, tags={"stage": "features"})
 def battery_golden_vectors(context: dg.AssetExecutionContext, avops_home: AvopsHome) -> dg.MaterializeResult:
     """Golden vectors for a BMS implementation of the online features: inputs (the test's samples and the
