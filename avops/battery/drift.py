@@ -16,10 +16,20 @@ cycles), fitted per chemistry at training time (:class:`AgingReference`):
 * residual: ``(value - median(age)) / spread(age)``; dividing by the spread of that age makes
   residuals of young and old cells comparable (cells diverge as they age), so a fleet whose
   tests sit at other ages than the training tests is still compared like with like;
-* reference sample: the training rows' residuals. A fleet that was trained on is compared with
-  its *own* training residuals (a hot storage fleet ages faster than the chemistry's median
-  every day; that is its usage, not a change); a fleet that was not is compared with every
-  training row of the chemistry.
+* per fleet: fleets of one chemistry age at different rates per cycle (temperature, depth of
+  discharge, C-rate: a 30 °C storage fleet's resistance grows faster than a 16 °C vehicle
+  fleet's). A chemistry-wide trajectory is a mixture of them, and at ages only one fleet has
+  reached it *is* that fleet's aging: vehicle tests at 160–200 cycles compared with the only
+  training tests that old, those of the hot storage cells, look "below the trajectory" although
+  nothing changed. So a fleet that was trained on with at least ``MIN_REFERENCE_CELLS`` cells is
+  judged against its **own** trajectory (fitted on its own training tests only, stored in the
+  reference) and its own cross-fitted training residuals; beyond its last training age the
+  trajectory continues linearly along its last segment, up to the reference's margin (a quarter
+  of the chemistry's age span) beyond the fleet's *own* ages: what another fleet did at older
+  ages says nothing about this one. Newer tests further out are not judged until the reference
+  is refitted. A fleet that was not trained on (or with too few cells) is judged against the
+  chemistry-wide trajectory and every training row of the chemistry;
+* reference sample: the baseline rows' residuals (the fleet's own, or every training row's).
 
 Residuals are compared with the project's KS engine (:mod:`avops.drift.ks`: Benjamini–Hochberg
 over the features, effect and sample floors). Tests of one cell are not independent (a cell that
@@ -28,9 +38,10 @@ fades fast does so at every test), so three slow-fading held-out cells give a "s
 cells: at least ``min_cells`` of the fleet's cells must have a median residual beyond the
 training cells' own (median ± 2 SD; training residuals are cross-fitted by cell so that they
 are as wide as a new cell's). Fewer cells or tests than the floors give ``insufficient``, never
-a pass. Ages beyond the fitted range plus a margin are not judged (an extrapolated trajectory is
-a guess). The raw comparison with each training cell's first test (day one) is reported beside
-the verdict, never deciding it, so a reader sees what the naive test would have said.
+a pass. Ages beyond the fitted range (the fleet's own, for a fleet with its own trajectory) plus
+a margin are not judged (an extrapolated trajectory is a guess). The raw comparison with each
+training cell's first test (day one) is reported beside the verdict, never deciding it, so a
+reader sees what the naive test would have said.
 """
 
 from __future__ import annotations
@@ -51,7 +62,8 @@ if TYPE_CHECKING:
     from avops.home import HomeLayout
     from avops.store import ObjectStore
 
-FORMAT = "avops-battery-aging-reference/1"
+FORMAT = "avops-battery-aging-reference/2"  # /2: per-fleet trajectories; /1 (chemistry-wide only) is still read
+FORMATS = ("avops-battery-aging-reference/1", FORMAT)
 AGE = "usage_cycles"
 
 # The features aging moves steadily (window_charge_ah also carries the manufacturing spread; vs_first
@@ -143,6 +155,68 @@ def _cell_folds(cells: np.ndarray, min_bin_rows: int, k: int = 5) -> list[np.nda
     return masks if all((~m).sum() >= min_bin_rows for m in masks) else []
 
 
+def _fit_trajectories(age: np.ndarray, cells: np.ndarray, values: dict[str, np.ndarray],
+                      min_bin_rows: int) -> tuple[dict[str, Trajectory], dict[str, np.ndarray]]:
+    """Each feature's trajectory over these rows, and the rows' residuals against it, cross-fitted by cell."""
+    folds = _cell_folds(cells, min_bin_rows)
+    trajs, res = {}, {}
+    for f, v in values.items():
+        trajs[f] = Trajectory.fit(age, v, min_bin_rows)
+        res[f] = trajs[f].residuals(age, v)
+        for held in folds:  # cross-fitted: a cell's residuals against a trajectory fitted without it
+            res[f][held] = Trajectory.fit(age[~held], v[~held], min_bin_rows).residuals(age[held], v[held])
+    return trajs, res
+
+
+def _margin(age: np.ndarray, max_extrapolation: float | None) -> float:
+    """Cycles beyond the fitted ages that are still judged: a quarter of the fitted age span unless given."""
+    return float(0.25 * float(np.ptp(age)) if max_extrapolation is None else max_extrapolation)
+
+
+def _traj_dict(t: Trajectory) -> dict:
+    return {"ages": list(t.ages), "centre": list(t.centre), "scale": list(t.scale), "rows": list(t.rows)}
+
+
+def _traj(d: dict) -> Trajectory:
+    return Trajectory(tuple(d["ages"]), tuple(d["centre"]), tuple(d["scale"]), tuple(d["rows"]))
+
+
+@dataclass(frozen=True)
+class FleetAging:
+    """One training fleet's own expected trajectories (its own tests only) and its own extrapolation margin."""
+
+    trajectories: dict[str, Trajectory]
+    age_range: tuple[float, float]
+    max_extrapolation: float
+
+
+def _fleet_aging(fleet: list[str], cells: np.ndarray, age: np.ndarray, values: dict[str, np.ndarray], min_bin_rows: int,
+                 margin: float) -> tuple[dict[str, FleetAging], dict[str, np.ndarray]]:
+    """Per training fleet with at least MIN_REFERENCE_CELLS cells: its own trajectories, judged up to ``margin`` cycles
+    beyond its own training ages, and its rows' own residuals (cross-fitted by cell; NaN on the rows of fleets
+    without an own trajectory).
+
+    The margin is the reference's (a quarter of the chemistry's age span), not a quarter of the fleet's own span:
+    new tests of a trained fleet always lie beyond its training ages, and with reference tests every 20 cycles a
+    quarter of a vehicle fleet's ~150 cycles admits one test per cell, too few to judge anything.
+    """
+    fleets = np.asarray(fleet)
+    own_res = {f: np.full(age.size, np.nan) for f in values}
+    out: dict[str, FleetAging] = {}
+    for name in sorted(set(fleet)):
+        m = fleets == name
+        if len(set(cells[m])) < MIN_REFERENCE_CELLS or m.sum() < min_bin_rows:
+            continue
+        try:
+            trajs, res = _fit_trajectories(age[m], cells[m], {f: v[m] for f, v in values.items()}, min_bin_rows)
+        except ValueError:  # a feature this fleet never measured: it keeps the chemistry's trajectory
+            continue
+        out[name] = FleetAging(trajs, (float(age[m].min()), float(age[m].max())), float(margin))
+        for f in values:
+            own_res[f][m] = res[f]
+    return out, own_res
+
+
 def _floats(a) -> list:
     return [None if not math.isfinite(float(x)) else float(x) for x in a]
 
@@ -153,10 +227,12 @@ def _array(a) -> np.ndarray:
 
 @dataclass
 class AgingReference:
-    """Per chemistry: each monitored feature's expected trajectory and the training rows' residuals.
+    """Per chemistry: each monitored feature's expected trajectory and the training rows' residuals,
+    and per training fleet with enough cells its own trajectories (``fleet_aging``).
 
-    The training rows (fleet, cell, age, raw value, residual) are kept: the residuals are the
-    reference sample, the raw values of each cell's first test (day one) the naive baseline shown beside it.
+    The training rows (fleet, cell, age, raw value, residual against the chemistry's trajectory and
+    against their own fleet's) are kept: the residuals are the reference sample, the raw values of
+    each cell's first test (day one) the naive baseline shown beside it.
     """
 
     chemistry: str
@@ -171,6 +247,8 @@ class AgingReference:
     max_extrapolation: float  # cycles beyond the fitted ages that are still judged
     trained_until: float | None = None  # epoch seconds of the latest training test
     sources: dict = field(default_factory=dict)  # e.g. the feature tables' manifests
+    fleet_aging: dict[str, FleetAging] = field(default_factory=dict)  # per training fleet with enough cells
+    own_residuals: dict[str, np.ndarray] = field(default_factory=dict)  # each row against its own fleet's trajectory (NaN: none)
 
     @classmethod
     def fit(cls, rows: pd.DataFrame, chemistry: str | None = None, features: tuple[str, ...] = DEFAULT_FEATURES,
@@ -187,21 +265,16 @@ class AgingReference:
             raise ValueError(f"{chemistry}: {len(rows)} training tests are too few for an aging trajectory (need {min_bin_rows})")
         age = rows[AGE].to_numpy(np.float64)
         cells = rows["cell_id"].astype(str).to_numpy()
-        folds = _cell_folds(cells, min_bin_rows)
-        trajs, values, res = {}, {}, {}
-        for f in features:
-            v = rows[f].to_numpy(np.float64)
-            trajs[f] = Trajectory.fit(age, v, min_bin_rows)
-            values[f], res[f] = v, trajs[f].residuals(age, v)
-            for held in folds:  # cross-fitted: a cell's residuals against a trajectory fitted without it
-                res[f][held] = Trajectory.fit(age[~held], v[~held], min_bin_rows).residuals(age[held], v[held])
-        span = float(np.ptp(age))
+        fleet = [str(x) for x in rows["fleet"]]
+        values = {f: rows[f].to_numpy(np.float64) for f in features}
+        trajs, res = _fit_trajectories(age, cells, values, min_bin_rows)
+        margin = _margin(age, max_extrapolation)
+        per_fleet, own_res = _fleet_aging(fleet, cells, age, values, min_bin_rows, margin)
         until = None
         if "started_at" in rows and len(rows):
             until = float(pd.Timestamp(rows["started_at"].max()).timestamp())
-        return cls(chemistry, tuple(features), trajs, [str(x) for x in rows["fleet"]], [str(x) for x in rows["cell_id"]], age,
-                   values, res, int(min_bin_rows), float(0.25 * span if max_extrapolation is None else max_extrapolation),
-                   until, dict(sources or {}))
+        return cls(chemistry, tuple(features), trajs, fleet, [str(x) for x in cells], age, values, res, int(min_bin_rows),
+                   margin, until, dict(sources or {}), per_fleet, own_res)
 
     @property
     def age_range(self) -> tuple[float, float]:
@@ -215,22 +288,33 @@ class AgingReference:
         return {"format": FORMAT, "chemistry": self.chemistry, "features": list(self.features), "age_column": AGE,
                 "min_bin_rows": self.min_bin_rows, "max_extrapolation": self.max_extrapolation,
                 "trained_until": self.trained_until, "sources": self.sources,
-                "trajectories": {f: {"ages": list(t.ages), "centre": list(t.centre), "scale": list(t.scale), "rows": list(t.rows)}
-                                 for f, t in self.trajectories.items()},
+                "trajectories": {f: _traj_dict(t) for f, t in self.trajectories.items()},
+                "fleets": {name: {"age_range": list(a.age_range), "max_extrapolation": a.max_extrapolation,
+                                  "trajectories": {f: _traj_dict(t) for f, t in a.trajectories.items()}}
+                           for name, a in sorted(self.fleet_aging.items())},
                 "rows": {"fleet": list(self.fleet), "cell_id": list(self.cell_id), "age": _floats(self.age),
                          "values": {f: _floats(v) for f, v in self.values.items()},
-                         "residuals": {f: _floats(v) for f, v in self.residuals.items()}}}
+                         "residuals": {f: _floats(v) for f, v in self.residuals.items()},
+                         "own_residuals": {f: _floats(v) for f, v in self.own_residuals.items()}}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "AgingReference":
-        if d.get("format") != FORMAT:
+        if d.get("format") not in FORMATS:
             raise ValueError(f"not an aging reference ({d.get('format')!r}, expected {FORMAT!r})")
         r = d["rows"]
-        trajs = {f: Trajectory(tuple(t["ages"]), tuple(t["centre"]), tuple(t["scale"]), tuple(t["rows"]))
-                 for f, t in d["trajectories"].items()}
-        return cls(d["chemistry"], tuple(d["features"]), trajs, list(r["fleet"]), list(r["cell_id"]), _array(r["age"]),
-                   {f: _array(v) for f, v in r["values"].items()}, {f: _array(v) for f, v in r["residuals"].items()},
-                   int(d["min_bin_rows"]), float(d["max_extrapolation"]), d.get("trained_until"), dict(d.get("sources") or {}))
+        age, values = _array(r["age"]), {f: _array(v) for f, v in r["values"].items()}
+        min_bin_rows = int(d["min_bin_rows"])
+        if d["format"] == FORMAT:
+            per_fleet = {name: FleetAging({f: _traj(t) for f, t in a["trajectories"].items()},
+                                          (float(a["age_range"][0]), float(a["age_range"][1])), float(a["max_extrapolation"]))
+                         for name, a in d["fleets"].items()}
+            own_res = {f: _array(v) for f, v in r["own_residuals"].items()}
+        else:  # /1 stored only the chemistry-wide trajectories: the fleets' own ones from its stored rows
+            per_fleet, own_res = _fleet_aging(list(r["fleet"]), np.asarray(r["cell_id"], dtype=str), age, values, min_bin_rows,
+                                              float(d["max_extrapolation"]))
+        return cls(d["chemistry"], tuple(d["features"]), {f: _traj(t) for f, t in d["trajectories"].items()}, list(r["fleet"]),
+                   list(r["cell_id"]), age, values, {f: _array(v) for f, v in r["residuals"].items()}, min_bin_rows,
+                   float(d["max_extrapolation"]), d.get("trained_until"), dict(d.get("sources") or {}), per_fleet, own_res)
 
     @property
     def digest(self) -> str:
@@ -353,8 +437,9 @@ def evaluate_fleet(reference: AgingReference, rows: pd.DataFrame, policy: DriftP
     """Is one fleet's aging still the aging the reference was fitted on?
 
     ``rows``: the fleet's feature rows (all given, or with ``new_only`` those that started after
-    the reference's latest training test). Residuals at each test's own age are tested against
-    the baseline residuals; the raw values against the baseline's earliest tests, for contrast.
+    the reference's latest training test). Residuals at each test's own age, against the fleet's
+    own trajectory when it was trained on (else the chemistry's), are tested against the baseline
+    residuals; the raw values against the baseline's earliest tests, for contrast.
     Fewer than ``min_cells`` cells or ``policy.min_samples`` tests give ``insufficient``, never a pass.
     """
     fleets = sorted(set(rows["fleet"])) if len(rows) else []
@@ -370,27 +455,41 @@ def evaluate_fleet(reference: AgingReference, rows: pd.DataFrame, policy: DriftP
         if (~new).sum():
             excluded["before the reference was fitted"] = int((~new).sum())
         rows = rows[new.to_numpy()]
+
+    # A fleet trained on is judged against its own aging (fleets age at different rates; see the module docstring),
+    # any other fleet against the chemistry's trajectory and every training test.
+    own = np.array([f == fleet for f in reference.fleet], dtype=bool)
+    mine = reference.fleet_aging.get(fleet)
+    if mine is not None and own.sum() >= policy.min_samples:
+        base, trajs, (lo, hi), margin = own, mine.trajectories, mine.age_range, mine.max_extrapolation
+        ref_res = {f: reference.own_residuals[f][base] for f in reference.features}
+        baseline = (f"fleet {fleet}'s own aging trajectory and its own training tests ({int(own.sum())} tests of "
+                    f"{len(set(np.asarray(reference.cell_id)[own]))} cells at {_span(lo, hi)})")
+        range_of = f"fleet {fleet}'s own training ages"
+    else:
+        base, trajs = np.ones(len(reference.fleet), bool), reference.trajectories
+        (lo, hi), margin = reference.age_range, reference.max_extrapolation
+        ref_res = {f: reference.residuals[f] for f in reference.features}
+        baseline = (f"the {reference.chemistry} trajectory of every training fleet and every training test "
+                    f"({len(reference.fleet)}, fleets {', '.join(reference.fleets)}"
+                    + (f"; {fleet} was not trained on)" if not own.any() else
+                       f"; {fleet}'s own {int(own.sum())} training tests of {len(set(np.asarray(reference.cell_id)[own]))} "
+                       f"cell(s) are too few for its own trajectory)"))
+        range_of = "the reference's ages"
+
     age = rows[AGE].to_numpy(np.float64) if len(rows) else np.zeros(0)
-    lo, hi = reference.age_range
-    inside = (age >= lo - reference.max_extrapolation) & (age <= hi + reference.max_extrapolation)
+    inside = (age >= lo - margin) & (age <= hi + margin)
     if (~inside).sum():
-        excluded[f"outside the reference's ages {_span(lo, hi)} ± {reference.max_extrapolation:g}"] = int((~inside).sum())
+        excluded[f"outside {range_of} {_span(lo, hi)} ± {margin:g}"] = int((~inside).sum())
     rows, age = rows[inside], age[inside]
     cells = int(rows["cell_id"].nunique()) if len(rows) else 0
-
-    own = np.array([f == fleet for f in reference.fleet])
-    if own.sum() >= policy.min_samples and len(set(np.asarray(reference.cell_id)[own])) >= MIN_REFERENCE_CELLS:
-        base, baseline = own, f"fleet {fleet}'s own training tests ({int(own.sum())})"
-    else:
-        base = np.ones(len(reference.fleet), bool)
-        baseline = f"every {reference.chemistry} training test ({len(reference.fleet)}, fleets {', '.join(reference.fleets)})"
     early = base & _first_tests(reference.cell_id, reference.age, base)
 
     feats = list(reference.features)
     ref_cells = np.asarray(reference.cell_id)[base]
     cur_cells = rows["cell_id"].astype(str).to_numpy()
-    z = {f: reference.trajectories[f].residuals(age, rows[f].to_numpy(np.float64)) for f in feats}
-    aware = {c.column: c for c in detect_drift(Reference.build({f: reference.residuals[f][base] for f in feats}), z, policy)}
+    z = {f: trajs[f].residuals(age, rows[f].to_numpy(np.float64)) for f in feats}
+    aware = {c.column: c for c in detect_drift(Reference.build(ref_res), z, policy)}
     naive_policy = replace(policy, min_samples=min(policy.min_samples, int(early.sum())))  # shown, never decides
     naive = {c.column: c for c in detect_drift(Reference.build({f: reference.values[f][early] for f in feats}),
                                                {f: rows[f].to_numpy(np.float64) for f in feats}, naive_policy)}
@@ -406,15 +505,14 @@ def evaluate_fleet(reference: AgingReference, rows: pd.DataFrame, policy: DriftP
         zf = z[f]
         ok = np.isfinite(zf)
         med_z = float(np.median(zf[ok])) if ok.any() else math.nan
-        med_r = med_z * float(np.median(reference.trajectories[f].spread(age[ok]))) if ok.any() else math.nan
+        med_r = med_z * float(np.median(trajs[f].spread(age[ok]))) if ok.any() else math.nan
         shift = None
         if ok.any():
-            ref = reference.residuals[f][base]
-            q05, q95 = np.nanquantile(ref, [0.05, 0.95])
+            q05, q95 = np.nanquantile(ref_res[f], [0.05, 0.95])
             out_of = (zf > q95) if med_z >= 0 else (zf < q05)
             a = age[ok & out_of] if (ok & out_of).any() else age[ok]
             shift = (float(a.min()), float(a.max()))
-        lo_env, hi_env = _envelope(_cell_medians(ref_cells, reference.residuals[f][base]), cell_sd)
+        lo_env, hi_env = _envelope(_cell_medians(ref_cells, ref_res[f]), cell_sd)
         cur_med = _cell_medians(cur_cells, zf)
         departing = int((cur_med < lo_env).sum() if med_z < 0 else (cur_med > hi_env).sum())
         insufficient = few_cells or c.reason.startswith("too few") or c.method == "empty"
