@@ -247,16 +247,7 @@ def _battery_inputs(lin: Lineage, ck: _Checker, parent: str, lineage: dict) -> N
                 continue
             rnode.detail = {"tests": len(rbody.get("inputs", [])), "quarantined": len(rbody.get("quarantined", []))}
             for item in rbody.get("inputs", []):
-                f = lin.add(Node(f"file:{item['sha256']}", "BMS log", item["file"].rsplit("/", 1)[-1], item["sha256"]), rnode.id, "ingested")
-                path = ck.home.bms / item["file"]
-                if not path.exists():
-                    f.verified = None
-                    f.detail["note"] = f"not in the BMS landing folder any more ({item['file']}): recorded digest shown, not recomputed"
-                    continue
-                actual = sha256_file(path)
-                f.verified = actual == item["sha256"]
-                if not f.verified:
-                    f.problems.append(f"{item['file']} now hashes to {actual[:12]}, ingest recorded {item['sha256'][:12]}")
+                _landed(lin, rnode.id, item, ck.home.bms, "BMS log", "the BMS landing folder")
     if lineage.get("aging_reference_sha256"):
         lin.add(ck.object(Node(f"aging:{lineage['aging_reference_sha256']}", "drift reference", "expected aging trajectories"),
                           lineage["aging_reference_sha256"]), parent, "monitored against")
@@ -323,6 +314,21 @@ def _dataset(lin: Lineage, ck: _Checker, parent: str, dataset: dict, cohort: str
                 _raw(lin, ck, al_node.id, al["source_manifest"], cohort)
 
 
+def _landed(lin: Lineage, parent: str, item: dict, root: Path, kind: str, where: str) -> Node:
+    """A delivered file ingest read: its digest recomputed where it still lies (verified), or shown as recorded."""
+    f = lin.add(Node(f"file:{item['sha256']}", kind, item["file"].rsplit("/", 1)[-1], item["sha256"]), parent, "ingested")
+    path = root / item["file"]
+    if not path.exists():
+        f.verified = None
+        f.detail["note"] = f"not in {where} any more ({Path(item['file'])}): recorded digest shown, not recomputed"
+        return f
+    actual = sha256_file(path)
+    f.verified = actual == item["sha256"]
+    if not f.verified:
+        f.problems.append(f"{item['file']} now hashes to {actual[:12]}, ingest recorded {item['sha256'][:12]}")
+    return f
+
+
 def _raw(lin: Lineage, ck: _Checker, parent: str, digest: str, cohort: str) -> None:
     node = lin.add(Node(f"raw:{digest}", "raw drives", f"ingest/raw_drives[{cohort}]"), parent, "from")
     body = ck.manifest(node, digest)
@@ -331,14 +337,5 @@ def _raw(lin: Lineage, ck: _Checker, parent: str, digest: str, cohort: str) -> N
     inputs = body.get("inputs", [])
     node.detail = {"drives": len(inputs), "quarantined": len(body.get("quarantined", []))}
     for item in inputs:
-        f = lin.add(Node(f"file:{item['sha256']}", "landed file", item["file"].rsplit("/", 1)[-1], item["sha256"]), node.id, "ingested")
-        path = ck.home.landing / item["file"]
-        if not path.exists():
-            f.verified = None
-            f.detail["note"] = f"not in the landing zone any more ({Path(item['file'])}): recorded digest shown, not recomputed"
-            continue
-        actual = sha256_file(path)
-        f.verified = actual == item["sha256"]
+        f = _landed(lin, node.id, item, ck.home.landing, "landed file", "the landing zone")
         f.detail["format"] = item.get("format")
-        if not f.verified:
-            f.problems.append(f"{item['file']} now hashes to {actual[:12]}, ingest recorded {item['sha256'][:12]}")

@@ -14,7 +14,8 @@ import click
 
 from avops.cli import console
 
-# node kind -> (asset key, metadata entry holding the node's digest)
+# node kind -> (asset key, metadata entry holding the node's digest); a model's checkpoint and gate result
+# are recorded by the asset that trains that model, in the partition the registry scopes it to
 DAGSTER_SIDE = {
     "package": ("ota/packages", "manifest_sha256"),
     "checkpoint": ("training/checkpoints", "checkpoint_sha256"),
@@ -23,35 +24,66 @@ DAGSTER_SIDE = {
     "auto-labels": ("curation/auto_labels", "manifest_sha256"),
     "raw drives": ("ingest/raw_drives", "manifest_sha256"),
 }
+MODEL_ASSETS = {  # component -> the asset whose materializations record its checkpoint and its gate evidence
+    "maintenance": "maintenance/models",
+    "battery_soh": "battery/soh_models",
+}
 
 
-def dagster_records(instance, cohort: str, limit: int = 200) -> dict[str, dict[str, dict]]:
-    """Per asset of :data:`DAGSTER_SIDE`: digest -> the materialization (run, time) that recorded it."""
+def _model_of(lin) -> dict[str, tuple[str, str]]:
+    """Checkpoint and gate-result node -> (component, registry scope), for components trained outside training/."""
+    out: dict[str, tuple[str, str]] = {}
+    for node in lin.nodes.values():
+        if node.kind == "checkpoint":
+            component = node.label.split(" ", 1)[0]
+            if component in MODEL_ASSETS:
+                out[node.id] = (component, str(node.detail.get("cohort", "")))
+    for parent, child, _ in lin.edges:
+        if parent in out and lin.nodes[child].kind == "gate result":
+            out[child] = out[parent]
+    return out
+
+
+def dagster_records(instance, cohort: str, limit: int = 200, extra: set[tuple[str, str]] | None = None) -> dict[str, dict[str, dict]]:
+    """Per asset of :data:`DAGSTER_SIDE` (and per (asset, partition) in ``extra``): digest -> the materialization (run, time)
+    that recorded it."""
     import dagster as dg
 
     out: dict[str, dict[str, dict]] = {}
-    for asset, entry in set(DAGSTER_SIDE.values()):
-        records = instance.fetch_materializations(dg.AssetRecordsFilter(dg.AssetKey(asset.split("/")), asset_partitions=[cohort]),
+    wanted = {(asset, entry, cohort) for asset, entry in set(DAGSTER_SIDE.values())}
+    wanted |= {(asset, entry, partition) for asset, partition in (extra or set()) for entry in ("checkpoint_sha256", "evidence_sha256")}
+    for asset, entry, partition in wanted:
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(dg.AssetKey(asset.split("/")), asset_partitions=[partition]),
                                                   limit=limit).records
-        seen: dict[str, dict] = {}
+        seen = out.setdefault(asset if partition == cohort else f"{asset}[{partition}]", {})
         for r in records:
             mat = r.asset_materialization
             value = mat.metadata.get(entry) if mat else None
             digest = getattr(value, "value", value)
             if isinstance(digest, str) and digest not in seen:
-                seen[digest] = {"run_id": r.run_id, "timestamp": r.timestamp, "asset": asset}
-        out[asset] = seen
+                seen[digest] = {"run_id": r.run_id, "timestamp": r.timestamp, "asset": asset, "partition": partition}
     return out
 
 
-def cross_check(lin, records: dict[str, dict[str, dict]]) -> None:
+def model_partitions(lin, cohort: str) -> set[tuple[str, str]]:
+    """(asset, partition) of the non-perception models in the lineage (a battery model is partitioned by chemistry)."""
+    return {(MODEL_ASSETS[c], scope or cohort) for c, scope in _model_of(lin).values()}
+
+
+def cross_check(lin, records: dict[str, dict[str, dict]], cohort: str = "") -> None:
     """Annotate each node with the Dagster materialization that recorded its digest; flag the ones none did."""
+    models = _model_of(lin)
     for node in lin.nodes.values():
         side = DAGSTER_SIDE.get(node.kind)
         if side is None or node.digest is None:
             continue
         asset, entry = side
-        rec = records.get(asset, {}).get(node.digest)
+        key = asset
+        if node.id in models:
+            component, scope = models[node.id]
+            asset = MODEL_ASSETS[component]
+            key = asset if (scope or cohort) == cohort else f"{asset}[{scope}]"
+        rec = records.get(key, {}).get(node.digest)
         if rec is None:
             node.problems.append(f"no Dagster materialization of {asset} for this partition records {entry}={node.digest[:12]}: "
                                  "the UI's lineage and this one disagree")
@@ -86,7 +118,7 @@ def lineage_command(asset: str, cohort: str, fmt: str, out: Path | None, no_dags
 
         ensure_dagster_home()
         with dg.DagsterInstance.get() as instance:
-            cross_check(lin, dagster_records(instance, cohort))
+            cross_check(lin, dagster_records(instance, cohort, extra=model_partitions(lin, cohort)), cohort)
     text = json.dumps(lin.to_dict(), indent=2, default=str) if fmt == "json" else lin.to_dot()
     if out:
         out.write_text(text)

@@ -109,3 +109,29 @@ def test_the_dagster_records_must_vouch_for_every_node(packaged):
                                                                  metadata={"checkpoint_sha256": "e" * 64}))
     cross_check(other, dagster_records(instance2, cohort))
     assert any("no Dagster materialization of training/checkpoints" in p for p in other.problems), other.problems
+
+
+def test_the_dagster_cross_check_finds_models_trained_outside_training():
+    """A battery model's checkpoint and gates are recorded by battery/soh_models in its chemistry's partition, a
+    maintenance model's by maintenance/models in the cohort's: the cross-check looks there, not in training/."""
+    from avops.lineage import Lineage, Node
+    from avops_assets.lineage_cli import cross_check, model_partitions
+
+    lin = Lineage()
+    pkg = lin.add(Node("package:p", "package", "package", "p" * 64))
+    for comp, scope, d in (("battery_soh", "lfp", "b"), ("maintenance", "orin-my2025-cn", "m")):
+        ck = lin.add(Node(f"checkpoint:{d}", "checkpoint", f"{comp} v2", d * 64, None, {"cohort": scope}), pkg.id, "exported from")
+        lin.add(Node(f"gates:{d}", "gate result", "passed", d.upper() * 64), ck.id, "gated by")
+    assert model_partitions(lin, "orin-my2025-cn") == {("battery/soh_models", "lfp"), ("maintenance/models", "orin-my2025-cn")}
+    records = {"ota/packages": {"p" * 64: {"run_id": "r"}},
+               "battery/soh_models[lfp]": {"b" * 64: {"run_id": "r1"}, "B" * 64: {"run_id": "r1"}},
+               "maintenance/models": {"m" * 64: {"run_id": "r2"}, "M" * 64: {"run_id": "r2"}}}
+    cross_check(lin, records, "orin-my2025-cn")
+    assert not lin.problems
+    del records["battery/soh_models[lfp]"]["B" * 64]  # the UI never recorded that gate evidence
+    lin2 = Lineage()
+    pkg = lin2.add(Node("package:p", "package", "package", "p" * 64))
+    ck = lin2.add(Node("checkpoint:b", "checkpoint", "battery_soh v2", "b" * 64, None, {"cohort": "lfp"}), pkg.id, "exported from")
+    lin2.add(Node("gates:b", "gate result", "passed", "B" * 64), ck.id, "gated by")
+    cross_check(lin2, records, "orin-my2025-cn")
+    assert len(lin2.problems) == 1 and "battery/soh_models" in lin2.problems[0]

@@ -483,7 +483,9 @@ def evaluate_fleet(reference: AgingReference, rows: pd.DataFrame, policy: DriftP
         excluded[f"outside {range_of} {_span(lo, hi)} ± {margin:g}"] = int((~inside).sum())
     rows, age = rows[inside], age[inside]
     cells = int(rows["cell_id"].nunique()) if len(rows) else 0
-    early = base & _first_tests(reference.cell_id, reference.age, base)
+    # day one: every training cell's first test of the chemistry (a fleet's own three are too few to show anything)
+    every = np.ones(len(reference.fleet), bool)
+    early = _first_tests(reference.cell_id, reference.age, every)
 
     feats = list(reference.features)
     ref_cells = np.asarray(reference.cell_id)[base]

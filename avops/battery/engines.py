@@ -14,16 +14,15 @@ import json
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from avops import datasets
-from avops.audit import log as audit
 from avops.battery.config import BatteryConfig
 from avops.battery.model import TARGETS, LinearModel
 from avops.battery.pipeline import MODEL, NoBatteryData, load_checkpoint, production, training_rows
 from avops.compile import backends
 from avops.compile.export import opset_of
-from avops.compile.pipeline import BMS_ENGINES, COMPILE_VERSION, ensure_buildable
+from avops.compile.pipeline import BMS_ENGINES, COMPILE_VERSION, ensure_buildable, publish_engines
+from avops.compile.pipeline import publish_skipped as compile_publish_skipped
 from avops.compile.socs import Soc
 from avops.fleet_registry import Cohort
 from avops.home import HomeLayout
@@ -153,18 +152,10 @@ def build_engines(home: HomeLayout, registry: ModelRegistry, cohort: Cohort, con
         records.append(rec)
     if not records:
         raise LookupError(f"{soc.id} runs neither int8 nor fp32")
-    table = pd.DataFrame([{k: r[k] for k in ("precision", "engine_sha256", "status", "toolchain", "toolchain_version")} for r in records])
-    m = datasets.publish(store, home.refs, BMS_ENGINES, cohort.id, {"engines": pa.Table.from_pandas(table, preserve_index=False)},
-                         {"engines": records, "source_onnx_sha256": onnx_digest, "model_version": version.version,
-                          "source_checkpoint_sha256": version.artifact_sha256, "soc": soc.id, "ecu": ecu.name, "chemistry": chemistry})
-    audit.record(registry, audit.ENGINE_BUILD, f"{cohort.id}/{soc.id}/{MODEL}",
-                 {"cohort": cohort.id, "soc": soc.id, "key": BMS_ENGINES, "manifest_sha256": m.digest, "model_version": version.version,
-                  "source_checkpoint_sha256": version.artifact_sha256, "source_onnx_sha256": onnx_digest,
-                  "engines": [{k: r[k] for k in ("precision", "engine_sha256", "status", "toolchain", "toolchain_version")} for r in records]},
-                 "avops compile")
+    m = publish_engines(home, registry, BMS_ENGINES, cohort.id, soc.id, records, version, onnx_digest,
+                        f"{cohort.id}/{soc.id}/{MODEL}", {"ecu": ecu.name, "chemistry": chemistry})
     return m, records
 
 
 def publish_skipped(home: HomeLayout, cohort: Cohort, reason: str) -> datasets.Manifest:
-    return datasets.publish(open_store(home), home.refs, BMS_ENGINES, cohort.id,
-                            {"engines": pa.table({"precision": pa.array([], pa.string())})}, {"engines": [], "skipped": reason})
+    return compile_publish_skipped(home, BMS_ENGINES, cohort.id, reason)

@@ -160,16 +160,32 @@ def build_engines(home: HomeLayout, repo: DatasetRepository, registry: ModelRegi
             rec["budget"] = {"passed": False, "reason": "latency must be measured on the GPU executor"}
         rec["status"] = "ok" if rec["parity"]["passed"] and rec["budget"]["passed"] else "blocked"
         records.append(rec)
-    table = pd.DataFrame([{k: rec[k] for k in ("precision", "engine_sha256", "status", "toolchain", "toolchain_version")} for rec in records])
-    m = datasets.publish(store, home.refs, key, cohort.id, {"engines": pa.Table.from_pandas(table, preserve_index=False)},
-                         {"engines": records, "source_onnx_sha256": onnx_digest, "model_version": version.version,
-                          "source_checkpoint_sha256": version.artifact_sha256, "soc": soc.id})
-    audit.record(registry, audit.ENGINE_BUILD, f"{cohort.id}/{soc.id}",
-                 {"cohort": cohort.id, "soc": soc.id, "key": key, "manifest_sha256": m.digest, "model_version": version.version,
-                  "source_checkpoint_sha256": version.artifact_sha256, "source_onnx_sha256": onnx_digest,
-                  "engines": [{k: r[k] for k in ("precision", "engine_sha256", "status", "toolchain", "toolchain_version")} for r in records]},
-                 "avops compile")
+    m = publish_engines(home, registry, key, cohort.id, soc.id, records, version, onnx_digest, f"{cohort.id}/{soc.id}")
     return m, records
+
+
+ENGINE_SUMMARY = ("precision", "engine_sha256", "status", "toolchain", "toolchain_version")
+
+
+def publish_engines(home: HomeLayout, registry: ModelRegistry, key: str, cohort: str, soc: str, records: list[dict], version,
+                    onnx_digest: str, subject: str, extra: dict | None = None) -> datasets.Manifest:
+    """Publish a target's engine records (the manifest compatibility and packaging read) and log the build."""
+    table = pd.DataFrame([{k: r[k] for k in ENGINE_SUMMARY} for r in records])
+    m = datasets.publish(open_store(home), home.refs, key, cohort, {"engines": pa.Table.from_pandas(table, preserve_index=False)},
+                         {"engines": records, "source_onnx_sha256": onnx_digest, "model_version": version.version,
+                          "source_checkpoint_sha256": version.artifact_sha256, "soc": soc, **(extra or {})})
+    audit.record(registry, audit.ENGINE_BUILD, subject,
+                 {"cohort": cohort, "soc": soc, "key": key, "manifest_sha256": m.digest, "model_version": version.version,
+                  "source_checkpoint_sha256": version.artifact_sha256, "source_onnx_sha256": onnx_digest,
+                  "engines": [{k: r[k] for k in ENGINE_SUMMARY} for r in records]}, "avops compile")
+    return m
+
+
+def publish_skipped(home: HomeLayout, key: str, cohort: str, reason: str) -> datasets.Manifest:
+    """Nothing to build on purpose (no production model, no ECU to run it): an explicit, empty engine set, so the
+    package ships without the component and says why."""
+    return datasets.publish(open_store(home), home.refs, key, cohort, {"engines": pa.table({"precision": pa.array([], pa.string())})},
+                            {"engines": [], "skipped": reason})
 
 
 @dataclass

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from avops import datasets
-from avops.audit import log as audit
 from avops.compile import backends
 from avops.compile.export import opset_of
-from avops.compile.pipeline import COMPILE_VERSION, MAINTENANCE_ENGINES, budget, ensure_buildable
+from avops.compile.pipeline import COMPILE_VERSION, MAINTENANCE_ENGINES, budget, ensure_buildable, publish_engines
+from avops.compile.pipeline import publish_skipped as compile_publish_skipped
 from avops.compile.socs import Soc
 from avops.features.tables import FEATURE_TABLE
 from avops.fleet_registry import Cohort
@@ -101,20 +100,11 @@ def build_engines(home: HomeLayout, registry: ModelRegistry, cohort: Cohort, con
         records.append(rec)
     if not records:
         raise LookupError(f"{soc.id} runs none of the precisions the maintenance model is built in (fp32)")
-    table = pd.DataFrame([{k: r[k] for k in ("precision", "engine_sha256", "status", "toolchain", "toolchain_version")} for r in records])
-    m = datasets.publish(store, home.refs, MAINTENANCE_ENGINES, cohort.id, {"engines": pa.Table.from_pandas(table, preserve_index=False)},
-                         {"engines": records, "source_onnx_sha256": onnx_digest, "model_version": version.version,
-                          "source_checkpoint_sha256": version.artifact_sha256, "soc": soc.id, "ecu": ecu.name})
-    audit.record(registry, audit.ENGINE_BUILD, f"{cohort.id}/{soc.id}/{MODEL}",
-                 {"cohort": cohort.id, "soc": soc.id, "key": MAINTENANCE_ENGINES, "manifest_sha256": m.digest,
-                  "model_version": version.version, "source_checkpoint_sha256": version.artifact_sha256,
-                  "source_onnx_sha256": onnx_digest,
-                  "engines": [{k: r[k] for k in ("precision", "engine_sha256", "status", "toolchain", "toolchain_version")} for r in records]},
-                 "avops compile")
+    m = publish_engines(home, registry, MAINTENANCE_ENGINES, cohort.id, soc.id, records, version, onnx_digest,
+                        f"{cohort.id}/{soc.id}/{MODEL}", {"ecu": ecu.name})
     return m, records
 
 
 def publish_skipped(home: HomeLayout, cohort: Cohort, reason: str) -> datasets.Manifest:
     """No production model: an explicit, empty engine set (the package ships without the component, and says why)."""
-    return datasets.publish(open_store(home), home.refs, MAINTENANCE_ENGINES, cohort.id,
-                            {"engines": pa.table({"precision": pa.array([], pa.string())})}, {"engines": [], "skipped": reason})
+    return compile_publish_skipped(home, MAINTENANCE_ENGINES, cohort.id, reason)

@@ -6,6 +6,7 @@ from avops import datasets
 from avops.battery import bms_reference, golden, pipeline
 from avops.battery.config import load_battery_config
 from avops_assets.defs.battery.assets import battery_cells, battery_golden_vectors, chemistries, soh_models
+from avops_assets.gate_checks import newest_gate_result
 from avops_assets.partitions import battery_fleet_partitions
 from resources import AvopsHome, ModelRegistryResource
 
@@ -41,15 +42,4 @@ def float32_reference_matches_golden(context: dg.AssetCheckExecutionContext, avo
 def battery_gates(context: dg.AssetCheckExecutionContext, avops_home: AvopsHome, model_registry: ModelRegistryResource) -> dg.AssetCheckResult:
     """Every gate of config/battery.yaml held for the chemistry's newest battery model (per temperature band,
     held-out cells)."""
-    versions = model_registry.open().list(pipeline.MODEL, cohort=context.partition_key)
-    if not versions:
-        return dg.AssetCheckResult(passed=False, description=f"no battery model registered for {context.partition_key}")
-    newest = max(versions, key=lambda v: v.version)
-    evidence = avops_home.object_store().get_json(newest.lineage["evidence_sha256"])
-    failed = [g for g in evidence["gates"] if g["blocks"]]
-    return dg.AssetCheckResult(
-        passed=not failed,
-        description=(f"v{newest.version}: all gates held" if not failed else
-                     f"v{newest.version} blocked: " + "; ".join(f"{g['gate']} {g['reason']}" for g in failed)),
-        metadata={"version": newest.version, "stage": newest.stage, "evidence_sha256": newest.lineage["evidence_sha256"],
-                  "gates": dg.MetadataValue.json(evidence["gates"])})
+    return newest_gate_result(avops_home, model_registry, pipeline.MODEL, context.partition_key, "battery")

@@ -83,6 +83,26 @@ def sil_engines(context: dg.AssetExecutionContext, avops_home: AvopsHome, datase
     return _build(context, SIL_TARGET, compile_pipeline.SIL_ENGINES, avops_home, dataset_versioning, model_registry, fleet)
 
 
+def _component_engines(context, avops_home: AvopsHome, build, lib, cohort, table) -> dg.MaterializeResult:
+    """A non-perception component's engines for its own ECU: built, or an explicit empty set saying why not."""
+    home = avops_home.layout()
+    try:
+        m, records = build(home, cohort)
+    except lib.NothingToShip as exc:
+        m = lib.publish_skipped(home, cohort, str(exc))
+        context.log.warning(str(exc))
+        return dg.MaterializeResult(metadata={"skipped": str(exc), "manifest_sha256": m.digest}, data_version=dg.DataVersion(m.digest))
+    except (ToolchainUnavailable, LookupError) as exc:
+        raise dg.Failure(str(exc)) from exc
+    return dg.MaterializeResult(
+        metadata={"soc": m.body["soc"], "ecu": m.body["ecu"], **({"chemistry": m.body["chemistry"]} if "chemistry" in m.body else {}),
+                  "target": dg.MetadataValue.json(records[0]["target"]), "engines": dg.MetadataValue.md(table(records)),
+                  "engine_records": dg.MetadataValue.json(records), "parity": dg.MetadataValue.json({r["precision"]: r["parity"] for r in records}),
+                  "source_onnx_sha256": m.body["source_onnx_sha256"], "source_checkpoint_sha256": m.body["source_checkpoint_sha256"],
+                  "model_version": m.body["model_version"], "manifest_sha256": m.digest},
+        data_version=dg.DataVersion(m.digest))
+
+
 @dg.asset(key=MAINTENANCE_ENGINES, deps=[MAINTENANCE_MODELS], kinds={"onnx"}, **COMMON)
 def maintenance_engines(context: dg.AssetExecutionContext, avops_home: AvopsHome, model_registry: ModelRegistryResource,
                         fleet: FleetRegistryResource) -> dg.MaterializeResult:
@@ -94,24 +114,9 @@ def maintenance_engines(context: dg.AssetExecutionContext, avops_home: AvopsHome
     maintenance model never passed its gates gets an explicit empty set: its package ships
     perception alone, and says why.
     """
-    cohort = fleet.load().cohort(context.partition_key)
-    home = avops_home.layout()
-    try:
-        m, records = maintenance_engines_lib.build_engines(home, model_registry.open(), cohort, load_maintenance_config(), load_catalog())
-    except maintenance_engines_lib.NothingToShip as exc:
-        m = maintenance_engines_lib.publish_skipped(home, cohort, str(exc))
-        context.log.warning(str(exc))
-        return dg.MaterializeResult(metadata={"skipped": str(exc), "manifest_sha256": m.digest}, data_version=dg.DataVersion(m.digest))
-    except (ToolchainUnavailable, LookupError) as exc:
-        raise dg.Failure(str(exc)) from exc
-    parity = {r["precision"]: r["parity"] for r in records}
-    return dg.MaterializeResult(
-        metadata={"soc": m.body["soc"], "ecu": m.body["ecu"], "target": dg.MetadataValue.json(records[0]["target"]),
-                  "engines": dg.MetadataValue.md(_engine_table_maintenance(records)), "engine_records": dg.MetadataValue.json(records),
-                  "parity": dg.MetadataValue.json(parity), "source_onnx_sha256": m.body["source_onnx_sha256"],
-                  "source_checkpoint_sha256": m.body["source_checkpoint_sha256"], "model_version": m.body["model_version"],
-                  "manifest_sha256": m.digest},
-        data_version=dg.DataVersion(m.digest))
+    return _component_engines(context, avops_home, lambda home, cohort: maintenance_engines_lib.build_engines(
+        home, model_registry.open(), cohort, load_maintenance_config(), load_catalog()), maintenance_engines_lib,
+        fleet.load().cohort(context.partition_key), _engine_table_maintenance)
 
 
 def _engine_table_maintenance(records: list[dict]) -> str:
@@ -137,24 +142,9 @@ def bms_engines(context: dg.AssetExecutionContext, avops_home: AvopsHome, model_
     budgets: the MCU's (engine bytes + activations, latency scaled from this host). A cohort whose
     chemistry has no production model gets an explicit empty set and says why.
     """
-    cohort = fleet.load().cohort(context.partition_key)
-    home = avops_home.layout()
-    try:
-        m, records = bms_engines_lib.build_engines(home, model_registry.open(), cohort, load_battery_config(), load_catalog())
-    except bms_engines_lib.NothingToShip as exc:
-        m = bms_engines_lib.publish_skipped(home, cohort, str(exc))
-        context.log.warning(str(exc))
-        return dg.MaterializeResult(metadata={"skipped": str(exc), "manifest_sha256": m.digest}, data_version=dg.DataVersion(m.digest))
-    except (ToolchainUnavailable, LookupError) as exc:
-        raise dg.Failure(str(exc)) from exc
-    return dg.MaterializeResult(
-        metadata={"soc": m.body["soc"], "ecu": m.body["ecu"], "chemistry": m.body["chemistry"],
-                  "target": dg.MetadataValue.json(records[0]["target"]),
-                  "engines": dg.MetadataValue.md(_engine_table_bms(records)), "engine_records": dg.MetadataValue.json(records),
-                  "parity": dg.MetadataValue.json({r["precision"]: r["parity"] for r in records}),
-                  "source_onnx_sha256": m.body["source_onnx_sha256"], "source_checkpoint_sha256": m.body["source_checkpoint_sha256"],
-                  "model_version": m.body["model_version"], "manifest_sha256": m.digest},
-        data_version=dg.DataVersion(m.digest))
+    return _component_engines(context, avops_home, lambda home, cohort: bms_engines_lib.build_engines(
+        home, model_registry.open(), cohort, load_battery_config(), load_catalog()), bms_engines_lib,
+        fleet.load().cohort(context.partition_key), _engine_table_bms)
 
 
 def _engine_table_bms(records: list[dict]) -> str:
