@@ -69,8 +69,8 @@ def demo_command(profile: str, cohorts: tuple[str, ...], campaign_round: bool) -
     if not failed:
         _release(lay, selected)
         held = [c for c in selected if outcomes[c]["status"] == "blocked"]
-        for c in held:  # a blocked component holds back only itself: ship what passed (the battery model, here)
-            _propagate(instance, c, "compatibility")
+        for c in held:  # what the automation runs next: a blocked component holds back only itself (compatibility is
+            _propagate(instance, c, "compatibility")  # eager on any engine set), so what passed ships (the battery model)
         _ota(lay, registry, selected)
     if not failed:  # the season first: a campaign round later retrains every cohort's maintenance model anyway
         _drift_round(instance, registry, lay, profile, selected)

@@ -163,7 +163,18 @@ def _engine_table_bms(records: list[dict]) -> str:
 # Depends on the SIL engines, not the vehicle engines: a TensorRT cohort's `engines` partition fails
 # here (no GPU), and the matrix must still be rebuilt; it reads every cohort's current engine
 # manifests from the store. The maintenance engines feed it too (they run on the gateway).
-@dg.asset(key=COMPATIBILITY, deps=[SIL_ENGINES, MAINTENANCE_ENGINES, BMS_ENGINES], kinds={"json"}, **COMMON)
+# Eager even when some engine set is missing: a cohort whose perception is blocked (no SIL engines)
+# still ships the components that passed (maintenance, battery); each component holds back only itself.
+ANY_ENGINES = (dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing()).with_label("eager_allow_missing")
+               & dg.AutomationCondition.all_deps_match(
+                   dg.AutomationCondition.missing()
+                   | dg.AutomationCondition.all_checks_match(dg.AutomationCondition.check_passed() | dg.AutomationCondition.will_be_requested(),
+                                                             blocking_only=True)).with_label("present_deps_blocking_checks_passed")
+               & dg.AutomationCondition.any_deps_match(~dg.AutomationCondition.missing()).with_label("some_engines_exist"))
+
+
+@dg.asset(key=COMPATIBILITY, deps=[SIL_ENGINES, MAINTENANCE_ENGINES, BMS_ENGINES], kinds={"json"},
+          **{**COMMON, "automation_condition": ANY_ENGINES})
 def compatibility(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: FleetRegistryResource) -> dg.MaterializeResult:
     """Every engine built so far against this cohort's vehicles: compatible or not, with the reason.
 
