@@ -265,3 +265,40 @@ def test_two_processes_writing_concurrently_to_postgres(postgres_url, tmp_path):
     assert report.ok and report.size == report.heads == 4 * n, report.problems
     assert sorted(v.version for v in reg.list()) == list(range(1, 2 * n + 1)) == sorted(mine[0] + mine[1])
     assert len(reg.history()) == 4 * n
+
+
+def test_opening_the_registry_while_others_write_never_deadlocks_on_postgres(postgres_url, tmp_path):
+    """Sensors open the registry every tick (schema DDL, which locks the audit tables too) while run steps
+    write (registry tables, then the audit log): both take the registry tables' lock first, so no cycle."""
+    import threading
+
+    url = _fresh_db(postgres_url, "registry_open_while_writing")
+    ModelRegistry(url, audit_keys=tmp_path / "keys")
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def opener() -> None:
+        try:
+            while not stop.is_set():
+                ModelRegistry(url, audit_keys=tmp_path / "keys")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def writer() -> None:
+        try:
+            reg = ModelRegistry(url, audit_keys=tmp_path / "keys")
+            for i in range(25):
+                v = reg.register("m", "c", f"{i:064x}", {}, {}, "test", "race")
+                reg.transition("m", v.version, "validated", "test", "race")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    threads = [threading.Thread(target=opener), threading.Thread(target=opener), threading.Thread(target=writer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors[:1]
+    assert ModelRegistry(url, audit_keys=tmp_path / "keys").audit.verify().ok

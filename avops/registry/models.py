@@ -239,6 +239,11 @@ class ModelRegistry:
                 conn.execute("BEGIN")
                 if schema:
                     conn.execute(f"SELECT pg_advisory_xact_lock({_PG_SCHEMA_LOCK})")
+                    if conn.one("SELECT to_regclass('model_history')")[0] is not None:
+                        # the tables exist: take the writers' lock first, so that this transaction's DDL (which locks
+                        # the audit tables too) orders its locks as every writer does; otherwise a writer holding the
+                        # registry tables and waiting for the audit tables deadlocks with it
+                        conn.execute("LOCK TABLE model_versions, model_aliases, model_history IN SHARE ROW EXCLUSIVE MODE")
                 else:
                     conn.execute("LOCK TABLE model_versions, model_aliases, model_history IN SHARE ROW EXCLUSIVE MODE")
             try:
