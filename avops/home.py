@@ -67,6 +67,19 @@ class HomeLayout:
         return self.root / "cache"
 
     @property
+    def vehicles(self) -> Path:
+        """What stays in the car: ``<cohort>/<vehicle>/cabin/`` (in-cabin frames, the vehicle's privacy ledger).
+
+        Simulated vehicles keep their own storage here; nothing on the cloud side reads it except the
+        vehicle half of the no-upload audit (a real fleet runs that half in the car)."""
+        return self.root / "vehicles"
+
+    @property
+    def cabin_consented(self) -> Path:
+        """Cabin sessions recorded with consent (studio sessions, test-vehicle programme): ``<cohort>/<session>.npz``."""
+        return self.root / "cabin_consented"
+
+    @property
     def sim_truth(self) -> Path:
         """Simulator ground truth: read only by tests and the simulated reviewer."""
         return self.root / "sim_truth"

@@ -1,0 +1,198 @@
+"""Occupant monitoring: federated rounds with Flower + Opacus, the privacy audit and budget, slice gates."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from avops.home import layout
+from avops.occupant import cabin, federated, pipeline as pl, privacy
+from avops.occupant.config import load_occupant_config
+from avops.registry import ModelRegistry
+from avops.store import open_store
+
+COHORT = "orin-my2024-eu"
+
+
+def _home(tmp_path, config, exclude=None, fault: dict | None = None):
+    home = layout(tmp_path)
+    cabin.simulate_cohort(home.vehicles, home.cabin_consented, config, COHORT, exclude=exclude)
+    for vehicle, kind in (fault or {}).items():
+        (home.vehicles / COHORT / vehicle / pl.FAULT_FILE).write_text(kind)
+    pl.ingest_consented(home, config, COHORT)
+    pl.train_studio(home, config, COHORT)
+    return home
+
+
+def _slice(table, attribute, value):
+    return float(table[(table["attribute"] == attribute) & (table["value"] == value)]["accuracy"].iloc[0])
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_occupant_config()
+
+
+@pytest.fixture(scope="module")
+def one_round(tmp_path_factory, config):
+    home = _home(tmp_path_factory.mktemp("occ"), config)
+    store = open_store(home)
+    res = pl.run_federated_round(home, config, COHORT, "r001")
+    return home, store, res
+
+
+def test_simulated_fleet_is_non_iid_and_stays_in_the_vehicles(config, one_round):
+    home, store, _ = one_round
+    mixes = []
+    for v in cabin.fleet_vehicles(config, COHORT):
+        _, labels, _ = cabin.read_frames(home.vehicles / COHORT / v / "cabin" / cabin.FRAMES_FILE, config)
+        mixes.append(labels["state"].value_counts(normalize=True).reindex(config.states, fill_value=0).to_numpy())
+    spread = np.ptp(np.stack(mixes), axis=0)
+    assert spread.max() > 0.15, f"vehicles' state mixes are nearly identical: {spread}"
+    index, _ = pl.frame_index(home, config, COHORT)
+    assert sum(len(d) for d in index.values()) == config.simulator.vehicles_per_cohort * config.simulator.frames_per_vehicle
+    assert not any(store.has(d) for ds in index.values() for d in ds)
+
+
+def test_a_round_improves_the_global_model_on_held_out_vehicles(config, one_round):
+    home, store, res = one_round
+    body = res.manifest.body
+    assert len(body["participants"]) == config.simulator.vehicles_per_cohort and not body["dropped"]
+    frames, labels, _ = pl.load_consented(home, COHORT, "eval", store)
+    studio = pl.datasets.current(store, home.refs, pl.STUDIO_KEY, COHORT)
+    before = pl.evaluate(pl.net.arrays_from_bytes(store.get_bytes(studio.body["weights_sha256"])), frames, labels, config)
+    after = pl.evaluate(pl.net.arrays_from_bytes(store.get_bytes(body["global_sha256"])), frames, labels, config)
+    # the studio had no sunglasses: the fleet's frames (which never left the cars) teach them
+    assert _slice(after, "eyewear", "sunglasses") >= _slice(before, "eyewear", "sunglasses") + 0.10
+    worst = lambda t: t[t["attribute"] != "all"]["accuracy"].min()  # noqa: E731
+    assert worst(after) >= worst(before) + 0.10  # the worst slice (what the gates judge) improves
+    assert _slice(after, "all", "all") >= _slice(before, "all", "all") - 0.02  # at little cost overall (DP noise, one round)
+    # every update is on record by digest, and the global model is what the cloud stored
+    assert set(body["update_digests"]) == set(body["participants"])
+    assert store.has(body["global_sha256"]) and store.has(body["uplink_log_sha256"])
+
+
+@pytest.mark.parametrize("sigma,q,steps", [(1.0, 0.1, 20), (0.8, 0.1, 60), (1.5, 0.25, 30)])
+def test_cloud_accountant_matches_opacus_for_the_same_parameters(sigma, q, steps):
+    from opacus.accountants import RDPAccountant
+
+    delta = 1e-5
+    acc = RDPAccountant()
+    acc.history = [(sigma, q, steps)]
+    independent = acc.get_epsilon(delta)
+    ours = privacy.cloud_epsilon([privacy.Release(sigma, q, steps, population=int(round(64 / q)))], delta)
+    assert ours == pytest.approx(independent, rel=0.03)
+    # and below the classical RDP bound without amplification (q = 1): a sanity floor for both
+    classical = min(steps * a / (2 * sigma**2) + math.log(1 / delta) / (a - 1) for a in np.linspace(1.1, 200, 4000))
+    assert ours < classical
+
+
+def test_each_vehicles_reported_budget_is_reproduced_by_the_cloud(config, one_round):
+    _, _, res = one_round
+    assert not res.budget_findings
+    for v, b in res.budget.items():
+        assert b["reported"] == pytest.approx(b["recomputed"], rel=privacy.EPSILON_TOLERANCE), v
+        assert 0 < b["recomputed"] <= config.federated.dp.max_epsilon
+    assert res.manifest.body["epsilon_max"] == pytest.approx(max(b["recomputed"] for b in res.budget.values()))
+
+
+def test_a_vehicle_over_budget_declines_and_the_check_names_it():
+    assert privacy.budget_findings({"v1": {"reported": 3.0, "recomputed": 3.01}}, 10.0) == []
+    assert "exceeds" in privacy.budget_findings({"v1": {"reported": 11.0, "recomputed": 11.0}}, 10.0)[0]
+    assert "more than the cloud" in privacy.budget_findings({"v1": {"reported": 6.0, "recomputed": 4.0}}, 10.0)[0]
+
+
+def test_the_audit_passes_a_clean_round_and_rechecks_from_the_cloud(config, one_round):
+    home, store, res = one_round
+    assert res.audit["passed"], res.audit["findings"]
+    again = pl.verify_round(home, config, COHORT, res.manifest, store)
+    assert again["passed"] and again["frames_checked"] > 0 and again["uplinked_items"] > 0
+
+
+def test_planted_leak_is_caught_and_blocks_the_round(tmp_path, config):
+    leaker = cabin.fleet_vehicles(config, COHORT)[3]
+    home = _home(tmp_path, config, fault={leaker: "leak_frame"})
+    res = pl.run_federated_round(home, config, COHORT, "r001")
+    assert not res.audit["passed"]
+    kinds = {f["kind"] for f in res.audit["findings"]}
+    assert {"frame", "unexpected_record", "cloud_store"} <= kinds
+    leaked_by = {f["vehicle"] for f in res.audit["findings"] if f["kind"] == "frame"}
+    enrolled = {v.root.name: v.pseudonym for v in pl.enrolled(home, config, COHORT)}
+    assert leaked_by == {enrolled[leaker]}
+    with pytest.raises(federated.RoundFailed, match="failed its privacy audit"):
+        pl.run_federated_round(home, config, COHORT, "r002")
+    with pytest.raises(federated.RoundFailed, match="not promoted"):
+        pl.promote(home, ModelRegistry.local(home), config, COHORT, "test")
+
+
+def test_audit_finds_a_frame_hidden_inside_a_larger_blob_and_in_versioning(tmp_path, config):
+    store = open_store(layout(tmp_path))
+    frame = np.arange(32 * 32, dtype=np.uint8).reshape(32, 32)
+    fb = frame.tobytes()
+    digest = cabin.frame_digests(frame[None])[0]
+    blob_digest = store.put_bytes(b"\x00" * 100 + fb + b"\x01" * 50)
+    schema = pl.net.schema(len(config.states))
+    uplink = [{"pseudonym": "p1", "records": {"arrays": {"kind": "arrays", "items": {
+        "head.weight": {"sha256": blob_digest, "dtype": "float32", "shape": [999]}}}}}]
+    found = privacy.audit_uplink(uplink, schema, {"p1": {digest}}, [fb], store.get_bytes)
+    assert {f.kind for f in found} == {"unexpected_array", "embedded_frame"}
+    swept = privacy.sweep({"p1": {digest}}, store.has, {"main": {digest}})
+    assert [f.kind for f in swept] == ["versioning"]
+
+
+def test_dropped_and_slow_vehicles_do_not_stall_the_round(tmp_path, config):
+    vs = cabin.fleet_vehicles(config, COHORT)
+    home = _home(tmp_path, config, fault={vs[0]: "drop", vs[1]: "slow"})
+    res = pl.run_federated_round(home, config, COHORT, "r001", timeout_s=8)
+    body = res.manifest.body
+    pseud = {v.root.name: v.pseudonym for v in pl.enrolled(home, config, COHORT)}
+    assert set(body["dropped"]) == {pseud[vs[0]], pseud[vs[1]]}
+    assert "VehicleOffline" in body["dropped"][pseud[vs[0]]] and "no reply" in body["dropped"][pseud[vs[1]]]
+    assert len(body["participants"]) == len(vs) - 2 and res.audit["passed"]
+    # the cloud counts the dropped vehicles' possible spending in the next round: never less than they report
+    res2 = pl.run_federated_round(home, config, COHORT, "r002", timeout_s=8)
+    assert not res2.budget_findings, res2.budget_findings
+
+
+def test_too_few_participants_fail_the_round_with_a_clear_error(tmp_path, config):
+    small = dataclasses.replace(config, federated=dataclasses.replace(config.federated, min_participants=8))
+    vs = cabin.fleet_vehicles(config, COHORT)
+    home = _home(tmp_path, small, fault={vs[0]: "drop"})
+    with pytest.raises(federated.RoundFailed, match="7 updates arrived, at least 8"):
+        pl.run_federated_round(home, small, COHORT, "r001")
+
+
+def test_slice_gates_block_a_model_trained_without_sunglasses(tmp_path, config):
+    home = _home(tmp_path, config, exclude={"eyewear": {"sunglasses"}})
+    pl.run_federated_round(home, config, COHORT, "r001")
+    r = pl.promote(home, ModelRegistry.local(home), config, COHORT, "test")
+    blocking = {g["gate"] for g in r.gates if g["blocks"]}
+    assert "eyewear=sunglasses" in blocking
+    assert r.version.stage == "blocked" and pl.production(ModelRegistry.local(home), COHORT) is None
+
+
+def test_slice_gates_require_evidence_for_every_slice(config):
+    import pandas as pd
+
+    rows = [{"attribute": "all", "value": "all", "frames": 500, "accuracy": 0.9}]
+    rows += [{"attribute": a, "value": v, "frames": 100, "accuracy": 0.9} for a, vs in config.slices.items() for v in vs]
+    rows += [{"attribute": "state", "value": s, "frames": 100, "accuracy": 0.9} for s in config.states]
+    gates = pl.slice_gates(pd.DataFrame(rows), config)
+    assert not any(g["blocks"] for g in gates)
+    rows[-1]["frames"] = 3
+    gates = pl.slice_gates(pd.DataFrame(rows), config)
+    assert [g["gate"] for g in gates if g["blocks"]] == [f"state={config.states[-1]}"]
+
+
+def test_bad_consented_session_is_quarantined_and_the_rest_go_on(tmp_path, config):
+    home = layout(tmp_path)
+    cabin.simulate_cohort(home.vehicles, home.cabin_consented, config, COHORT)
+    bad = home.cabin_consented / COHORT / "broken.npz"
+    bad.write_bytes(b"not a zip")
+    m, q = pl.ingest_consented(home, config, COHORT)
+    assert [x.file for x in q] == [str(bad)] and "unreadable" in q[0].reason
+    assert not bad.exists() and (home.quarantine / "cabin_consented" / COHORT / "broken.npz").exists()
+    assert m.body["splits"]["eval"] == config.simulator.eval_vehicles * config.simulator.eval_frames_per_vehicle
