@@ -7,8 +7,8 @@ from pathlib import Path
 import dagster as dg
 from dagster.components import load_from_defs_folder
 
-from avops_assets.jobs import (MAIN_JOB, battery_chemistry_job, battery_fleet_job, executor, gpu_job, inspection_retrain_job, main_job,
-                               maintenance_retrain_job)
+from avops_assets.jobs import (MAIN_JOB, battery_chemistry_job, battery_fleet_job, executor, federated_round_job, gpu_job, inspection_retrain_job,
+                               main_job, maintenance_retrain_job, occupant_job)
 from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, LineRegistryResource, ModelRegistryResource, ReviewTeam
 from sensors import (battery_drift_sensor, bms_landing_sensor, drift_sensor, fp_rate_sensor, gpu_routing_sensor, landing_zone_sensor, line_change_sensor,
                      maintenance_retrain_schedule, review_returns_sensor, rollout_sensor)
@@ -49,7 +49,7 @@ def defs() -> dg.Definitions:
                                                        drift_sensor, line_change_sensor, fp_rate_sensor, bms_landing_sensor,
                                                        battery_drift_sensor, automation],
                        schedules=[maintenance_retrain_schedule], jobs=[main_job, gpu_job, maintenance_retrain_job, inspection_retrain_job, battery_fleet_job,
-                             battery_chemistry_job()],
+                             battery_chemistry_job(), occupant_job, federated_round_job()],
                        executor=executor()),
     )
 

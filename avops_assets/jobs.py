@@ -43,7 +43,11 @@ ENGINES = dg.AssetKey(["compile", "engines"])
 BATTERY_ASSETS = dg.AssetSelection.groups("battery") | dg.AssetSelection.assets(
     dg.AssetKey(["features", "battery_embedding"]), dg.AssetKey(["features", "battery_cells"]),
     dg.AssetKey(["features", "battery_golden_vectors"]))
-main_job = dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all() - dg.AssetSelection.groups("manufacturing") - BATTERY_ASSETS,
+# occupant monitoring: cohort steps (consented sessions, studio model, gated model) and federated rounds
+# (cohort x round) are their own jobs; the main job ships the gated model (compile/dms_engines onwards).
+OCCUPANT_ASSETS = dg.AssetSelection.groups("occupant", "federated")
+main_job = dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all() - dg.AssetSelection.groups("manufacturing") - BATTERY_ASSETS
+                               - OCCUPANT_ASSETS,
                                partitions_def=cohort_partitions, config=run_defaults())
 
 # TensorRT targets build on a GPU executor: these tags route a run there (the queued run coordinator
@@ -84,3 +88,16 @@ def battery_chemistry_job():
             dg.AssetKey(["features", "battery_embedding"]), dg.AssetKey(["features", "battery_golden_vectors"]),
             dg.AssetKey(["battery", "soh_models"])),
         partitions_def=chemistry_partitions())
+
+
+# Occupant monitoring: the cohort's consented sessions and studio model; one federated round; the gated model.
+OCCUPANT_JOB = "occupant_cohort"
+FEDERATED_ROUND_JOB = "federated_round"
+occupant_job = dg.define_asset_job(OCCUPANT_JOB, selection=dg.AssetSelection.groups("occupant"), partitions_def=cohort_partitions)
+
+
+def federated_round_job():
+    from avops_assets.partitions import federated_round_partitions
+
+    return dg.define_asset_job(FEDERATED_ROUND_JOB, selection=dg.AssetSelection.groups("federated"),
+                               partitions_def=federated_round_partitions())

@@ -17,3 +17,11 @@ def chemistry_partitions() -> dg.StaticPartitionsDefinition:
     from avops.battery.config import load_battery_config
 
     return dg.StaticPartitionsDefinition(sorted(load_battery_config().chemistries))
+
+
+def federated_round_partitions() -> dg.MultiPartitionsDefinition:
+    """Federated rounds: one partition per cohort and round (r001..r<max_rounds> of config/occupant.yaml)."""
+    from avops.occupant.config import load_occupant_config
+
+    rounds = dg.StaticPartitionsDefinition(load_occupant_config().round_keys())
+    return dg.MultiPartitionsDefinition({"cohort": cohort_partitions, "round": rounds})

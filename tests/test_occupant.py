@@ -196,3 +196,47 @@ def test_bad_consented_session_is_quarantined_and_the_rest_go_on(tmp_path, confi
     assert [x.file for x in q] == [str(bad)] and "unreadable" in q[0].reason
     assert not bad.exists() and (home.quarantine / "cabin_consented" / COHORT / "broken.npz").exists()
     assert m.body["splits"]["eval"] == config.simulator.eval_vehicles * config.simulator.eval_frames_per_vehicle
+
+
+def test_federated_rounds_in_dagster_block_on_a_planted_leak(tmp_path, monkeypatch, config):
+    """Through Dagster: consented sessions and studio model, round r001 (checks pass, ε in the metadata),
+    the gated model; then a vehicle's software leaks a frame in r002: the blocking check fails and r003 refuses."""
+    import dagster as dg
+
+    from avops_assets.definitions import defs
+    from avops_assets.defs.occupant.assets import CONSENTED, DMS_MODEL, ROUNDS, STUDIO
+    from avops_assets.jobs import FEDERATED_ROUND_JOB, OCCUPANT_JOB
+    from avops_assets.partitions import COHORTS
+
+    home = layout(tmp_path / "home")
+    cabin.simulate_cohort(home.vehicles, home.cabin_consented, config, COHORT)
+    monkeypatch.setenv("AVOPS_HOME", str(home.root))
+    monkeypatch.delenv("AVOPS_REGISTRY_URL", raising=False)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(COHORTS, [COHORT])
+    d = defs()
+    cohort_job, round_job = d.resolve_job_def(OCCUPANT_JOB), d.resolve_job_def(FEDERATED_ROUND_JOB)
+
+    def run(job, key, assets, ok=True):
+        r = job.execute_in_process(partition_key=key, instance=instance, asset_selection=assets, raise_on_error=False)
+        assert r.success == ok, [e.message for e in r.all_events if e.is_failure]
+        return r
+
+    run(cohort_job, COHORT, [CONSENTED, STUDIO])
+    r1 = run(round_job, dg.MultiPartitionKey({"cohort": COHORT, "round": "r001"}), [ROUNDS])
+    checks = {c.check_name: c for c in r1.get_asset_check_evaluations()}
+    assert checks["no_cabin_data_uploaded"].passed and checks["privacy_budget_within_limit"].passed
+    meta = r1.get_asset_materialization_events()[0].materialization.metadata
+    assert 0 < meta["epsilon_spent_max"].value <= config.federated.dp.max_epsilon
+    assert len(meta["participants"].value) == config.simulator.vehicles_per_cohort and "r001" in meta["privacy_budget"].value
+    r = run(cohort_job, COHORT, [DMS_MODEL])
+    gate = {c.check_name: c for c in r.get_asset_check_evaluations()}["occupant_slice_gates"]
+    stage = r.get_asset_materialization_events()[0].materialization.metadata["stage"].value
+    assert gate.passed == (stage == "released")
+
+    (home.vehicles / COHORT / cabin.fleet_vehicles(config, COHORT)[2] / pl.FAULT_FILE).write_text("leak_frame")
+    r2 = run(round_job, dg.MultiPartitionKey({"cohort": COHORT, "round": "r002"}), [ROUNDS], ok=False)  # a blocking check failed
+    leak = {c.check_name: c for c in r2.get_asset_check_evaluations()}["no_cabin_data_uploaded"]
+    assert not leak.passed and "frame" in leak.description and leak.severity == dg.AssetCheckSeverity.ERROR
+    r3 = run(round_job, dg.MultiPartitionKey({"cohort": COHORT, "round": "r003"}), [ROUNDS], ok=False)
+    assert any("failed its privacy audit" in str(e.event_specific_data) for e in r3.all_events if e.is_step_failure)

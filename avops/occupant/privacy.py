@@ -46,7 +46,7 @@ def cloud_epsilon(releases: list[Release], delta: float) -> float:
     pop = pops.pop()
     acc = RdpAccountant(PrivacyConfig(target_delta=delta, population_size=pop, neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
                                       sampling_method=SamplingMethod.POISSON),
-                        orders=tuple([1.25, 1.5, 1.75] + [2 + i * 0.5 for i in range(36)] + [24, 28, 32, 40, 48, 64, 96, 128, 256]))
+                        orders=tuple([2 + i * 0.5 for i in range(36)] + [24, 28, 32, 40, 48, 64, 96, 128, 256]))
     for r in releases:
         acc.compose(GaussianPrivacyEvent(noise_multiplier=r.noise_multiplier, sample_size=max(1, round(r.sample_rate * pop)),
                                          population_size=pop), count=r.steps)
