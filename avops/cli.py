@@ -119,6 +119,50 @@ def fleet_simulate_batteries(profile, fleets, until, workers, home) -> None:
                   f"({cached} from the PyBaMM cache) in {lay.bms}")
 
 
+@fleet.command("simulate-cabin")
+@click.option("--cohort", "cohorts", multiple=True, help="Cohorts (repeatable). Default: federated.cohorts of config/occupant.yaml.")
+@click.option("--exclude", "excludes", multiple=True, help="Leave an attribute value out of the fleet's frames, e.g. eyewear=sunglasses.")
+@click.option("--plant-fault", "faults", multiple=True, help="VEHICLE=drop|slow|leak_frame: that vehicle's software carries the fault.")
+@click.option("--home", type=click.Path(file_okay=False), default=None, help="AVOPS_HOME to write into.")
+def fleet_simulate_cabin(cohorts, excludes, faults, home) -> None:
+    """Write each vehicle's in-cabin frames into its own store (vehicles/) and the consented sessions (cabin_consented/)."""
+    from avops.home import layout
+    from avops.occupant.config import OccupantConfigError, load_occupant_config
+
+    try:
+        config = load_occupant_config()
+    except OccupantConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    exclude: dict[str, set[str]] = {}
+    for e in excludes:
+        attr, _, value = e.partition("=")
+        if attr not in config.slices or value not in config.slices[attr]:
+            raise click.ClickException(f"--exclude {e!r}: expected ATTRIBUTE=VALUE from config/occupant.yaml slices ({', '.join(config.slices)})")
+        exclude.setdefault(attr, set()).add(value)
+    lay = layout(home)
+    written = run_cabin_simulation(config, lay, list(cohorts) or list(config.federated.cohorts), exclude)
+    for f in faults:
+        vehicle, _, kind = f.partition("=")
+        matches = list(lay.vehicles.glob(f"*/{vehicle}/cabin"))
+        if not matches:
+            raise click.ClickException(f"--plant-fault {f!r}: no simulated vehicle {vehicle!r} under {lay.vehicles}")
+        (matches[0].parent / "planted_fault").write_text(kind)
+        console.print(f"[yellow]planted fault[/] {kind} in {vehicle}")
+    console.print(f"[green]{written} vehicle cabin store(s)[/] in {lay.vehicles}; consented sessions in {lay.cabin_consented}")
+
+
+def run_cabin_simulation(config, lay, cohorts: list[str], exclude: dict | None = None) -> int:
+    """The cabin simulation with a progress bar: per vehicle, then the consented sessions."""
+    from avops.occupant.cabin import simulate_cohort
+
+    s = config.simulator
+    with progress_bar() as bar:
+        task = bar.add_task("rendering cabin frames", total=len(cohorts) * (s.vehicles_per_cohort + s.eval_vehicles), note="")
+        for c in cohorts:
+            simulate_cohort(lay.vehicles, lay.cabin_consented, config, c, exclude, progress=lambda v: bar.update(task, advance=1, note=v))
+    return len(cohorts) * s.vehicles_per_cohort
+
+
 def run_battery_simulation(config, registry, lay, profile: str, fleets, workers: int = 2, until=None):
     """The battery simulation with a progress bar (PyBaMM takes seconds per cell the first time)."""
     from avops.fleet.battery import fleet_units, simulate_batteries

@@ -194,6 +194,9 @@ def _checkpoint(lin: Lineage, ck: _Checker, parent: str, rec: dict, cohort: str)
     if mv.name == "battery_soh":
         _battery_inputs(lin, ck, node.id, mv.lineage)
         return
+    if mv.name == "occupant_monitoring":
+        _federated_inputs(lin, ck, node.id, mv.lineage, cohort)
+        return
     prov_digest = mv.lineage.get("provenance_sha256")
     if not prov_digest:
         node.problems.append("no provenance record in the registry lineage")
@@ -251,6 +254,37 @@ def _battery_inputs(lin: Lineage, ck: _Checker, parent: str, lineage: dict) -> N
     if lineage.get("aging_reference_sha256"):
         lin.add(ck.object(Node(f"aging:{lineage['aging_reference_sha256']}", "drift reference", "expected aging trajectories"),
                           lineage["aging_reference_sha256"]), parent, "monitored against")
+
+
+def _federated_inputs(lin: Lineage, ck: _Checker, parent: str, lineage: dict, cohort: str) -> None:
+    """A federated model: its rounds back to the studio model, each with the digests of the updates the
+    vehicles sent and its no-upload audit; no cabin frame of a fleet vehicle appears (none reached the cloud)."""
+    rounds = lineage.get("rounds") or {}
+    child, studio = parent, None
+    for rnd in sorted(rounds, reverse=True):
+        rnode = lin.add(Node(f"round:{rounds[rnd]}", "federated round", f"federated/rounds[{cohort}|{rnd}]"), child,
+                        "aggregated in" if child == parent else "continues")
+        body = ck.manifest(rnode, rounds[rnd])
+        if body is None:
+            return
+        rnode.detail = {"participants": len(body.get("participants", [])), "dropped": len(body.get("dropped", {})),
+                        "epsilon_max": body.get("epsilon_max"), "delta": body.get("dp", {}).get("delta"),
+                        "audit_passed": body.get("audit", {}).get("passed")}
+        if not body.get("audit", {}).get("passed", False):
+            rnode.problems.append("this round failed its no-upload audit")
+        for v, d in sorted(body.get("update_digests", {}).items()):
+            lin.add(ck.object(Node(f"update:{d}", "model update", f"update from vehicle {v} (pseudonym)"), d), rnode.id, "from")
+        lin.add(ck.object(Node(f"uplink:{body['uplink_log_sha256']}", "uplink log", "every byte the vehicles sent, by digest"),
+                          body["uplink_log_sha256"]), rnode.id, "logged in")
+        child = rnode.id
+        studio = body.get("initial_sha256")  # the oldest round's start: the studio model
+    if rounds and studio:
+        snode = lin.add(ck.object(Node(f"weights:{studio}", "checkpoint", "studio model (consented studio sessions)"), studio), child, "started from")
+        snode.detail = {"note": "trained centrally on consented studio recordings (occupant/studio_model)"}
+    if lineage.get("eval_manifest"):
+        enode = lin.add(Node(f"consented:{lineage['eval_manifest']}", "consented sessions", f"occupant/consented_sessions[{cohort}]"),
+                        parent, "judged on")
+        ck.manifest(enode, lineage["eval_manifest"])
 
 
 def _gates(lin: Lineage, ck: _Checker, parent: str, mv) -> None:

@@ -51,6 +51,8 @@ def demo_command(profile: str, cohorts: tuple[str, ...], campaign_round: bool) -
     missing = [c for c in selected if c not in existing]
     if missing:
         instance.add_dynamic_partitions(COHORTS, missing)
+    if not _occupant_round(instance, lay, [c for c in selected]):
+        raise click.ClickException("occupant monitoring runs failed: open the UI (make ui) and look at the federated_round runs")
     job = defs().resolve_job_def(MAIN_JOB)
 
     failed, outcomes = [], {}
@@ -211,6 +213,15 @@ def _print_engines(lay, registry, cohorts: list[str]) -> None:
                      f"|ΔSoH|≤{r['parity']['targets']['soh']['max_abs_diff']:.3f}, {r['engine_bytes']} B" for r in m.body["engines"]]
             ok = all(r["status"] == "ok" for r in m.body["engines"])
             table.add_row(c, f"{m.body['soc']} BMS (battery SoH/RUL)", "; ".join(parts), "[green]built[/]" if ok else "[red]blocked[/]")
+        m = datasets.current(store, lay.refs, compiling.DMS_ENGINES, c)
+        if m is not None and m.body.get("skipped"):
+            if "has no production" not in m.body["skipped"]:  # cohorts outside the federated campaign: nothing to say
+                table.add_row(c, "cabin (driver monitoring)", "", f"[yellow]not compiled: {m.body['skipped']}[/]")
+        elif m is not None:
+            parts = [f"v{r['model_version']} {r['precision']} {r['budget']['latency_ms_target_estimate']:.2f} ms "
+                     f"agreement {r['parity']['agreement']:.3f}, {r['engine_bytes'] // 1024} KB" for r in m.body["engines"]]
+            ok = all(r["status"] == "ok" for r in m.body["engines"])
+            table.add_row(c, f"{m.body['soc']} cabin (driver monitoring)", "; ".join(parts), "[green]built[/]" if ok else "[red]blocked[/]")
     _show(table)
 
 
@@ -870,3 +881,67 @@ def _battery_drift_round(instance, lay, registry, profile: str, config) -> bool:
                + ", ".join(f"{f} {v}" for f, v in verdicts.items()) + f"; {len(drift.run_requests)} retrain request(s)")
     atomic_write_json(record, {"summary": summary})
     return all(o["status"] != "failed" for o in [*outcomes.values(), *retrains.values()])
+
+
+def _occupant_round(instance, lay, selected: list[str]) -> bool:
+    """Occupant monitoring for the federated cohorts: consented sessions and the studio model, then a few
+    federated rounds (Flower; DP-SGD in every vehicle; each round's no-upload audit and budget are blocking
+    checks), then the gated model (the main job's `compile/dms_engines` ships it to the in-cabin ECU)."""
+    import dagster as dg
+
+    from avops.cli import run_cabin_simulation
+    from avops.occupant import pipeline as op
+    from avops.occupant.config import load_occupant_config, round_key
+    from avops.occupant.report import bar as ascii_bar
+    from avops_assets.definitions import defs
+    from avops_assets.defs.occupant.assets import CONSENTED, DMS_MODEL, ROUNDS, STUDIO
+    from avops_assets.jobs import FEDERATED_ROUND_JOB, OCCUPANT_JOB
+
+    config = load_occupant_config()
+    cohorts = [c for c in config.federated.cohorts if c in selected]
+    if not cohorts:
+        return True
+    run_cabin_simulation(config, lay, cohorts)
+    d = defs()
+    cohort_job, round_job = d.resolve_job_def(OCCUPANT_JOB), d.resolve_job_def(FEDERATED_ROUND_JOB)
+    outcomes: dict = {}
+    with progress_bar() as bar:
+        task = bar.add_task("occupant monitoring: federated rounds", total=len(cohorts) * (config.federated.rounds + 2), note="")
+        for c in cohorts:
+            bar.update(task, note=f"{c}: consented sessions, studio model")
+            outcomes[f"{c}: studio model"] = _battery_run(cohort_job, instance, c, [CONSENTED, STUDIO])
+            bar.update(task, advance=1)
+            for n in range(1, config.federated.rounds + 1):
+                rnd = round_key(n)
+                bar.update(task, note=f"{c}: round {rnd}")
+                if op.round_manifest(lay, c, rnd) is None:
+                    outcomes[f"{c}|{rnd}: federated round"] = _battery_run(round_job, instance, dg.MultiPartitionKey({"cohort": c, "round": rnd}),
+                                                                           [ROUNDS])
+                bar.update(task, advance=1)
+            bar.update(task, note=f"{c}: slice gates")
+            outcomes[f"{c}: gated model"] = _battery_run(cohort_job, instance, c, [DMS_MODEL])
+            bar.update(task, advance=1)
+    _print_runs("occupant monitoring runs", outcomes, key="partition")
+    for c in cohorts:
+        store = op.open_store(lay)
+        rounds = [m.body for m in op.rounds_done(lay, config, c, store)]
+        t = Table(title=f"federated rounds of {c}: what left the vehicles (model updates only) and the privacy budget")
+        for col in ("round", "vehicles", "dropped", "ε spent (max vehicle)", "", "no cabin data uploaded"):
+            t.add_column(col)
+        cap = config.federated.dp.max_epsilon
+        for b in rounds:
+            t.add_row(b["round"], str(len(b["participants"])), str(len(b["dropped"])), f"{b['epsilon_max']:.2f} of {cap:g} (δ={b['dp']['delta']:g})",
+                      ascii_bar(b["epsilon_max"] / cap, 12), "[green]proved[/]" if b["audit"]["passed"] else f"[red]{len(b['audit']['findings'])} finding(s)[/]")
+        _show(t)
+        m = op.datasets.current(store, lay.refs, op.MODEL_KEY, c)
+        if m is not None:
+            slices = op.datasets.read_table(store, m, "slices").to_pandas()
+            t = Table(title=f"driver monitoring model v{m.body['version']} of {c} ({m.body['stage']}): accuracy per slice, held-out test vehicles")
+            for col in ("slice", "frames", "accuracy", ""):
+                t.add_column(col)
+            for r in slices.itertuples():
+                name = "overall" if r.attribute == "all" else f"{r.attribute}={r.value}"
+                colour = "green" if r.accuracy >= (config.gates.overall_min if r.attribute == "all" else config.gates.slice_min) else "red"
+                t.add_row(name, str(r.frames), f"[{colour}]{r.accuracy:.3f}[/]", ascii_bar(r.accuracy, 20))
+            _show(t)
+    return not any(o["status"] == "failed" for o in outcomes.values())

@@ -27,6 +27,7 @@ DAGSTER_SIDE = {
 MODEL_ASSETS = {  # component -> the asset whose materializations record its checkpoint and its gate evidence
     "maintenance": "maintenance/models",
     "battery_soh": "battery/soh_models",
+    "occupant_monitoring": "occupant/dms_model",
 }
 
 

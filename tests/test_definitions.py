@@ -18,6 +18,12 @@ def test_definitions_load_and_describe_every_asset():
             assert (isinstance(pd, dg.DynamicPartitionsDefinition) and pd.name == BATTERY_FLEETS) or (
                 isinstance(pd, dg.StaticPartitionsDefinition) and set(pd.get_partition_keys()) == {"nmc", "lfp"}), key
             continue
+        if key.path[0] == "federated":  # one partition per (cohort, round): each round is evidence of its own
+            pd = node.partitions_def
+            assert isinstance(pd, dg.MultiPartitionsDefinition), key
+            assert {d.name for d in pd.partitions_defs} == {"cohort", "round"}, key
+            assert pd.get_partitions_def_for_dimension("cohort").name == COHORTS, key
+            continue
         assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition)
         assert node.partitions_def.name == (LINES if key.path[0] == "manufacturing" else COHORTS)
     checks = {k.name for k in graph.asset_check_keys}
@@ -31,6 +37,8 @@ def test_definitions_load_and_describe_every_asset():
     main = {k.path[0] for k in d.resolve_job_def(MAIN_JOB).asset_layer.executable_asset_keys}
     assert "manufacturing" not in main and {"features", "maintenance"} <= main, "lines are their own partitions and job"
     main_keys = {k.to_user_string() for k in d.resolve_job_def(MAIN_JOB).asset_layer.executable_asset_keys}
+    assert not {k for k in main_keys if k.split("/")[0] in ("occupant", "federated")}, "rounds run in their own job"
+    assert d.resolve_job_def("occupant_cohort") is not None and d.resolve_job_def("federated_round") is not None
     assert "compile/bms_engines" in main_keys and not {k for k in main_keys if "battery" in k.split("/")[0] or "/battery_" in k}
 
 

@@ -165,12 +165,19 @@ def test_too_few_participants_fail_the_round_with_a_clear_error(tmp_path, config
         pl.run_federated_round(home, small, COHORT, "r001")
 
 
-def test_slice_gates_block_a_model_trained_without_sunglasses(tmp_path, config):
+def test_slice_gates_block_a_model_trained_without_sunglasses(tmp_path, config, one_round):
     home = _home(tmp_path, config, exclude={"eyewear": {"sunglasses"}})
     pl.run_federated_round(home, config, COHORT, "r001")
     r = pl.promote(home, ModelRegistry.local(home), config, COHORT, "test")
-    blocking = {g["gate"] for g in r.gates if g["blocks"]}
-    assert "eyewear=sunglasses" in blocking
+    by_gate = {g["gate"]: g for g in r.gates}
+    sunglasses = by_gate["eyewear=sunglasses"]
+    # the model never saw sunglasses: that slice is below its floor, or it is the worst slice and opens a gap the
+    # fairness gate refuses; either way a gate that names sunglasses blocks the release
+    assert sunglasses["blocks"] or (by_gate["fairness_gap"]["blocks"] and by_gate["fairness_gap"]["worst"] == "eyewear=sunglasses"), r.gates
+    home1, store1, with_sunglasses = one_round  # the same round over the same vehicles, sunglasses in their frames
+    table = pl.evaluate(pl.net.arrays_from_bytes(store1.get_bytes(with_sunglasses.manifest.body["global_sha256"])),
+                        *pl.load_consented(home1, COHORT, "eval", store1)[:2], config)
+    assert _slice(table, "eyewear", "sunglasses") >= sunglasses["value"] + 0.03
     assert r.version.stage == "blocked" and pl.production(ModelRegistry.local(home), COHORT) is None
 
 
@@ -240,3 +247,25 @@ def test_federated_rounds_in_dagster_block_on_a_planted_leak(tmp_path, monkeypat
     assert not leak.passed and "frame" in leak.description and leak.severity == dg.AssetCheckSeverity.ERROR
     r3 = run(round_job, dg.MultiPartitionKey({"cohort": COHORT, "round": "r003"}), [ROUNDS], ok=False)
     assert any("failed its privacy audit" in str(e.event_specific_data) for e in r3.all_events if e.is_step_failure)
+
+
+def test_dossier_sections_show_budget_no_upload_proof_and_protocol_slices(tmp_path, config):
+    from avops.compliance.html import _occupant_html
+    from avops.occupant.evidence import occupant_sections
+
+    home = _home(tmp_path, config)
+    registry = ModelRegistry.local(home)
+    assert occupant_sections(home, registry, config, COHORT) == (None, None)
+    r1 = pl.run_federated_round(home, config, COHORT, "r001")
+    r2 = pl.run_federated_round(home, config, COHORT, "r002")
+    pl.promote(home, registry, config, COHORT, "test")
+    mon, priv = occupant_sections(home, registry, config, COHORT)
+    assert [r["round"] for r in priv["rounds"]] == ["r001", "r002"]
+    assert priv["rounds"][1]["epsilon_max"] == pytest.approx(r2.manifest.body["epsilon_max"])
+    assert r2.manifest.body["epsilon_max"] > r1.manifest.body["epsilon_max"]
+    assert all(r["no_upload_audit"] == "passed" and r["frames_checked"] > 0 for r in priv["rounds"])
+    assert priv["budget"]["delta"] == config.federated.dp.delta
+    assert {s["value"] for s in mon["protocol_slices"]["eyewear (occlusion)"]} == set(config.slices["eyewear"])
+    assert {s["value"] for s in mon["protocol_slices"]["distraction and drowsiness"]} == set(config.states)
+    html = "\n".join(_occupant_html({"occupant_monitoring": mon, "occupant_privacy": priv}))
+    assert "<svg" in html and "privacy budget" in html and "GDPR Art. 35" in html

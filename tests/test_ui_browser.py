@@ -159,8 +159,19 @@ def _launch_partition(page, button: re.Pattern) -> None:
     if warning.is_visible():
         assert "battery / soh_models" in warning.inner_text()
         warning.get_by_role("button", name="Confirm").click()
-    dialog.get_by_text("Select a partition or create one").click()
-    page.get_by_role("menuitem", name=COHORT).click()
+    # the partition menu re-renders while the dialog polls (a busy machine can detach the item under the cursor for
+    # a minute): open it and pick the cohort again rather than wait on a detached element
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(5):
+        try:
+            if not page.get_by_role("menuitem", name=COHORT).is_visible():
+                dialog.get_by_text("Select a partition or create one").click(timeout=15_000)
+            page.get_by_role("menuitem", name=COHORT).click(timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 4:
+                raise
     dialog.get_by_role("button", name=re.compile("Launch 1 run")).click()
 
 
@@ -202,7 +213,19 @@ def test_whole_graph_from_the_ui_then_a_failed_gate_shows_as_a_failed_blocking_c
     page.screenshot(path=str(ARTIFACTS / "03-package-lineage.png"))
     page.get_by_role("button", name=re.compile("Upstream")).click()
     page.get_by_role("button", name="All", exact=True).click()
+    # the whole upstream graph (perception, maintenance, battery, occupant) is larger than the window, and the graph
+    # draws only what is in view: zoom out, as a person would, until training is in view
+    zoom_out = page.locator("button:has([aria-label=zoom_out])").first
+    for _ in range(20):
+        if page.get_by_text("checkpoints", exact=True).count():
+            break
+        zoom_out.click()
+        page.wait_for_timeout(200)
     page.get_by_text("checkpoints", exact=True).first.wait_for()  # up through training and curation
+    page.get_by_text("rounds", exact=True).first.wait_for()  # and the federated rounds of the cabin model
+    for _ in range(5):  # the whole graph in the screenshot
+        zoom_out.click()
+    page.wait_for_timeout(1000)
     page.get_by_text("released_sets", exact=True).first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "03b-package-upstream-lineage.png"))
     page.goto(f"{base}/assets/compliance/dossiers")

@@ -33,6 +33,7 @@ SIL_ENGINES = "compile/sil_engines"
 COMPATIBILITY = "compile/compatibility"
 MAINTENANCE_ENGINES = "compile/maintenance_engines"
 BMS_ENGINES = "compile/bms_engines"
+DMS_ENGINES = "compile/dms_engines"  # driver monitoring (occupant) on the in-cabin ECU
 COMPILE_VERSION = "1"
 CALIBRATION_SPLIT = "val"  # the curated set's calibration split: never train, never test
 
@@ -221,7 +222,7 @@ def all_engines(home: HomeLayout, cohorts: list[str]) -> list[dict]:
     """The current engines of every cohort (vehicle targets and SIL)."""
     store = open_store(home)
     out = []
-    for key in (ENGINES, SIL_ENGINES, MAINTENANCE_ENGINES, BMS_ENGINES):
+    for key in (ENGINES, SIL_ENGINES, MAINTENANCE_ENGINES, BMS_ENGINES, DMS_ENGINES):
         for c in cohorts:
             m = datasets.current(store, home.refs, key, c)
             if m is not None:

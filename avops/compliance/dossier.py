@@ -185,9 +185,18 @@ def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None =
         "sbom": None if rel is None else {"sha256": rel["sbom_sha256"], "format": "CycloneDX 1.6"},
         "security_tests": [] if rel is None else security_tests(home, cohort, rel),
     }
+    from avops.occupant.config import load_occupant_config
+    from avops.occupant.evidence import occupant_sections
+
+    sections["occupant_monitoring"], sections["occupant_privacy"] = occupant_sections(home, registry, load_occupant_config(), cohort.id)
     mapping = mapping or load_mapping()
     rows, open_items = [], []
     for rid, regime in mapping.items():
+        needs = regime.get("applies_if")
+        if needs and not sections.get(needs):
+            rows.append({"regime": regime["name"], "clause": "—", "asks": regime.get("scope", ""), "evidence": [needs],
+                         "status": f"not applicable: no {needs.replace('_', ' ')} model for this cohort"})
+            continue
         for item in regime["items"]:
             if item.get("person") and item.get("evidence") and all(sections.get(e) for e in item["evidence"]):
                 rows.append({"regime": regime["name"], "clause": item["clause"], "asks": item["asks"], "evidence": item["evidence"],

@@ -120,6 +120,7 @@ def render_html(doc: dict) -> str:
         "<h3>Security tests of the update path (run when this dossier was generated)</h3>",
         _table(s["security_tests"], ["test", "expected", "outcome", "passed"]),
         f"<p>SBOM: {_cell(s['sbom'])}</p>",
+        *_occupant_html(s),
         "<h2>Open items</h2>", _table(doc["open_items"], ["regime", "clause", "asks", "value"]),
         "<h2>Approvals recorded by people (audit log)</h2>",
         _table(s.get("approvals", []), ["event", "at", "by", "statement"]) if s.get("approvals") else
@@ -132,3 +133,25 @@ def render_html(doc: dict) -> str:
         "</body></html>",
     ]
     return "\n".join(parts)
+
+
+def _occupant_html(s: dict) -> list[str]:
+    """Occupant monitoring: slice accuracy against the floors, the privacy budget per round, the no-upload proof."""
+    om, op = s.get("occupant_monitoring"), s.get("occupant_privacy")
+    if not om:
+        return []
+    from avops.occupant.evidence import slices_for_dossier
+
+    cap = op["budget"]["max_epsilon"] or 1.0
+    budget_svg = bars_svg(f"privacy budget spent after each round (ε at δ={op['budget']['delta']:g}, bar 0 … {cap:g})",
+                          [(r["round"], r["epsilon_max"] / cap, None, r["no_upload_audit"] == "passed") for r in op["rounds"]])
+    return ["<h2>Occupant monitoring</h2>",
+            f"<p>model {_e(om['model']['name'])} v{_e(om['model']['version'])} ({_e(om['model']['stage'])}), round {_e(om['model']['round'])}: "
+            f"slice gates {_e(om['verdict'])}</p>",
+            bars_svg("accuracy per slice on the consenting test vehicles (tick: floor)", slices_for_dossier(om)),
+            "<h3>Privacy</h3>", f"<p>{_e(op['design'])}</p>", f"<p>what leaves the vehicle: {_cell(op['what_leaves_the_vehicle'])}</p>",
+            budget_svg,
+            _table(op["rounds"], ["round", "participants", "dropped", "epsilon_max", "delta", "noise_multiplier", "clipping_norm",
+                                  "no_upload_audit", "findings", "frames_checked", "uplink_log_sha256"]),
+            f"<p>{_e(op['no_upload_proof'])}</p>",
+            "<p><span class='open'>for a person: " + _e("; ".join(om["open_for_a_person"] + op["open_for_a_person"])) + "</span></p>"]

@@ -321,7 +321,8 @@ def slice_gates(table: pd.DataFrame, config: OccupantConfig) -> list[dict]:
         (lo, worst), (hi, best) = min(judged), max(judged)
         gap = hi - lo
         gates.append({"gate": "fairness_gap", "status": "pass" if gap <= g.max_gap else "fail", "blocks": gap > g.max_gap, "value": gap,
-                      "threshold": g.max_gap, "reason": f"best slice {best} {hi:.3f} - worst {worst} {lo:.3f} = {gap:.3f} vs max {g.max_gap}"})
+                      "threshold": g.max_gap, "worst": worst, "best": best,
+                      "reason": f"best slice {best} {hi:.3f} - worst {worst} {lo:.3f} = {gap:.3f} vs max {g.max_gap}"})
     return gates
 
 

@@ -10,6 +10,8 @@ from avops.battery import engines as bms_engines_lib
 from avops.battery.config import load_battery_config
 from avops.maintenance import engines as maintenance_engines_lib
 from avops.maintenance.config import load_maintenance_config
+from avops.occupant import engines as dms_engines_lib
+from avops.occupant.config import load_occupant_config
 from avops_assets.defs.curation.assets import PROPAGATE
 from avops_assets.defs.battery.assets import SOH_MODELS
 from avops_assets.defs.maintenance.assets import MODELS as MAINTENANCE_MODELS
@@ -22,6 +24,9 @@ SIL_ENGINES = dg.AssetKey(["compile", "sil_engines"])
 COMPATIBILITY = dg.AssetKey(["compile", "compatibility"])
 MAINTENANCE_ENGINES = dg.AssetKey(["compile", "maintenance_engines"])
 BMS_ENGINES = dg.AssetKey(["compile", "bms_engines"])
+DMS_ENGINES = dg.AssetKey(["compile", "dms_engines"])
+# the gated driver-monitoring model (avops_assets/defs/occupant), partitioned by cohort like the engines
+DMS_MODEL = dg.AssetKey(["occupant", "dms_model"])
 SIL_TARGET = "x86-ecu"
 
 COMMON = dict(group_name="compile", partitions_def=cohort_partitions, code_version=compile_pipeline.COMPILE_VERSION,
@@ -160,9 +165,41 @@ def _engine_table_bms(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dg.asset(key=DMS_ENGINES, deps=[dg.AssetDep(DMS_MODEL, partition_mapping=dg.IdentityPartitionMapping())], kinds={"onnx"}, **COMMON)
+def dms_engines(context: dg.AssetExecutionContext, avops_home: AvopsHome, model_registry: ModelRegistryResource,
+                fleet: FleetRegistryResource) -> dg.MaterializeResult:
+    """The cohort's production driver-monitoring model (occupant/dms_model) as INT8 and FP32 engines for the
+    in-cabin ECU (`deploy.ecu` in config/occupant.yaml; its SoC from the fleet registry).
+
+    INT8 is calibrated on consented studio frames only; parity: the share of the held-out test-vehicle
+    frames on which the engine picks the same driver state as the checkpoint (at least
+    `deploy.parity_min_agreement`), each engine's accuracy beside it; budgets: the cabin SoC's. A cohort
+    without a production model (its slice gates never passed) gets an explicit empty set and says why.
+    """
+    return _component_engines(context, avops_home, lambda home, cohort: dms_engines_lib.build_engines(
+        home, model_registry.open(), cohort, load_occupant_config(), load_catalog()), dms_engines_lib,
+        fleet.load().cohort(context.partition_key), _engine_table_dms)
+
+
+def _engine_table_dms(records: list[dict]) -> str:
+    lines = ["**Driver-monitoring engines (cabin)**", "",
+             "| precision | engine | ← onnx | ← checkpoint | agreement with checkpoint | accuracy (held out) | memory | latency on target | status |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        p, b = r["parity"], r["budget"]
+        mem = f"{b['peak_memory_mb']:.2f} of {b['memory_budget_mb']:g} MB" if "peak_memory_mb" in b else "n/a"
+        lat = b.get("latency_ms_target_estimate")
+        lines.append(f"| {r['precision']} | `{r['engine_sha256'][:12]}` | `{r['source_onnx_sha256'][:12]}` | "
+                     f"`{r['source_checkpoint_sha256'][:12]}` (v{r['model_version']}) | {p['agreement']:.3f} (min {p['min_agreement']}, "
+                     f"{p['disagreements']} of {p['frames']} differ) | {p['accuracy']:.3f} (checkpoint {p['checkpoint_accuracy']:.3f}) | "
+                     f"{mem} | {'n/a' if lat is None else f'{lat:.3f} ms (est.)'} | {r['status']} |")
+    return "\n".join(lines) + "\n"
+
+
 # Depends on the SIL engines, not the vehicle engines: a TensorRT cohort's `engines` partition fails
 # here (no GPU), and the matrix must still be rebuilt; it reads every cohort's current engine
-# manifests from the store. The maintenance engines feed it too (they run on the gateway).
+# manifests from the store. The maintenance engines feed it too (they run on the gateway), and so do the
+# battery (BMS) and driver-monitoring (cabin) engines.
 # Eager even when some engine set is missing: a cohort whose perception is blocked (no SIL engines)
 # still ships the components that passed (maintenance, battery); each component holds back only itself.
 ANY_ENGINES = (dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing()).with_label("eager_allow_missing")
@@ -173,7 +210,7 @@ ANY_ENGINES = (dg.AutomationCondition.eager().without(~dg.AutomationCondition.an
                & dg.AutomationCondition.any_deps_match(~dg.AutomationCondition.missing()).with_label("some_engines_exist"))
 
 
-@dg.asset(key=COMPATIBILITY, deps=[SIL_ENGINES, MAINTENANCE_ENGINES, BMS_ENGINES], kinds={"json"},
+@dg.asset(key=COMPATIBILITY, deps=[SIL_ENGINES, MAINTENANCE_ENGINES, BMS_ENGINES, DMS_ENGINES], kinds={"json"},
           **{**COMMON, "automation_condition": ANY_ENGINES})
 def compatibility(context: dg.AssetExecutionContext, avops_home: AvopsHome, fleet: FleetRegistryResource) -> dg.MaterializeResult:
     """Every engine built so far against this cohort's vehicles: compatible or not, with the reason.

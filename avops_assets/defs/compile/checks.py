@@ -8,7 +8,7 @@ import dagster as dg
 
 from avops import datasets
 from avops.compile import pipeline as compile_pipeline
-from avops_assets.defs.compile.assets import bms_engines, engines, maintenance_engines, sil_engines
+from avops_assets.defs.compile.assets import bms_engines, dms_engines, engines, maintenance_engines, sil_engines
 from avops_assets.partitions import cohort_partitions
 from resources import AvopsHome
 
@@ -56,3 +56,4 @@ engine_checks = _checks(engines, compile_pipeline.ENGINES, "engine_")
 sil_engine_checks = _checks(sil_engines, compile_pipeline.SIL_ENGINES, "sil_engine_")
 maintenance_engine_checks = _checks(maintenance_engines, compile_pipeline.MAINTENANCE_ENGINES, "maintenance_engine_")
 bms_engine_checks = _checks(bms_engines, compile_pipeline.BMS_ENGINES, "bms_engine_")
+dms_engine_checks = _checks(dms_engines, compile_pipeline.DMS_ENGINES, "dms_engine_")
