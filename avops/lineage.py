@@ -267,7 +267,7 @@ def _federated_inputs(lin: Lineage, ck: _Checker, parent: str, lineage: dict, co
         body = ck.manifest(rnode, rounds[rnd])
         if body is None:
             return
-        rnode.detail = {"participants": len(body.get("participants", [])), "dropped": len(body.get("dropped", {})),
+        rnode.detail = {"partition": f"{cohort}|{rnd}", "participants": len(body.get("participants", [])), "dropped": len(body.get("dropped", {})),
                         "epsilon_max": body.get("epsilon_max"), "delta": body.get("dp", {}).get("delta"),
                         "audit_passed": body.get("audit", {}).get("passed")}
         if not body.get("audit", {}).get("passed", False):
@@ -279,7 +279,7 @@ def _federated_inputs(lin: Lineage, ck: _Checker, parent: str, lineage: dict, co
         child = rnode.id
         studio = body.get("initial_sha256")  # the oldest round's start: the studio model
     if rounds and studio:
-        snode = lin.add(ck.object(Node(f"weights:{studio}", "checkpoint", "studio model (consented studio sessions)"), studio), child, "started from")
+        snode = lin.add(ck.object(Node(f"weights:{studio}", "studio model", "studio model (consented studio sessions)"), studio), child, "started from")
         snode.detail = {"note": "trained centrally on consented studio recordings (occupant/studio_model)"}
     if lineage.get("eval_manifest"):
         enode = lin.add(Node(f"consented:{lineage['eval_manifest']}", "consented sessions", f"occupant/consented_sessions[{cohort}]"),

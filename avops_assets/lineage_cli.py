@@ -23,7 +23,9 @@ DAGSTER_SIDE = {
     "dataset commit": ("curation/released_sets", "dataset_version"),
     "auto-labels": ("curation/auto_labels", "manifest_sha256"),
     "raw drives": ("ingest/raw_drives", "manifest_sha256"),
+    "studio model": ("occupant/studio_model", "weights_sha256"),
 }
+ROUND_SIDE = ("federated/rounds", "manifest_sha256")  # per (cohort|round) partition: each round is a materialization of its own
 MODEL_ASSETS = {  # component -> the asset whose materializations record its checkpoint and its gate evidence
     "maintenance": "maintenance/models",
     "battery_soh": "battery/soh_models",
@@ -45,14 +47,16 @@ def _model_of(lin) -> dict[str, tuple[str, str]]:
     return out
 
 
-def dagster_records(instance, cohort: str, limit: int = 200, extra: set[tuple[str, str]] | None = None) -> dict[str, dict[str, dict]]:
-    """Per asset of :data:`DAGSTER_SIDE` (and per (asset, partition) in ``extra``): digest -> the materialization (run, time)
-    that recorded it."""
+def dagster_records(instance, cohort: str, limit: int = 200, extra: set[tuple[str, str]] | None = None,
+                    rounds: set[str] | None = None) -> dict[str, dict[str, dict]]:
+    """Per asset of :data:`DAGSTER_SIDE` (and per (asset, partition) in ``extra``, per federated round partition in
+    ``rounds``): digest -> the materialization (run, time) that recorded it."""
     import dagster as dg
 
     out: dict[str, dict[str, dict]] = {}
     wanted = {(asset, entry, cohort) for asset, entry in set(DAGSTER_SIDE.values())}
     wanted |= {(asset, entry, partition) for asset, partition in (extra or set()) for entry in ("checkpoint_sha256", "evidence_sha256")}
+    wanted |= {(*ROUND_SIDE, partition) for partition in (rounds or set())}
     for asset, entry, partition in wanted:
         records = instance.fetch_materializations(dg.AssetRecordsFilter(dg.AssetKey(asset.split("/")), asset_partitions=[partition]),
                                                   limit=limit).records
@@ -71,16 +75,23 @@ def model_partitions(lin, cohort: str) -> set[tuple[str, str]]:
     return {(MODEL_ASSETS[c], scope or cohort) for c, scope in _model_of(lin).values()}
 
 
+def round_partitions(lin) -> set[str]:
+    """The ``cohort|round`` partitions of the federated rounds in the lineage."""
+    return {n.detail["partition"] for n in lin.nodes.values() if n.kind == "federated round" and "partition" in n.detail}
+
+
 def cross_check(lin, records: dict[str, dict[str, dict]], cohort: str = "") -> None:
     """Annotate each node with the Dagster materialization that recorded its digest; flag the ones none did."""
     models = _model_of(lin)
     for node in lin.nodes.values():
-        side = DAGSTER_SIDE.get(node.kind)
+        side = ROUND_SIDE if node.kind == "federated round" else DAGSTER_SIDE.get(node.kind)
         if side is None or node.digest is None:
             continue
         asset, entry = side
         key = asset
-        if node.id in models:
+        if node.kind == "federated round":
+            key = f"{asset}[{node.detail.get('partition')}]"
+        elif node.id in models:
             component, scope = models[node.id]
             asset = MODEL_ASSETS[component]
             key = asset if (scope or cohort) == cohort else f"{asset}[{scope}]"
@@ -119,7 +130,7 @@ def lineage_command(asset: str, cohort: str, fmt: str, out: Path | None, no_dags
 
         ensure_dagster_home()
         with dg.DagsterInstance.get() as instance:
-            cross_check(lin, dagster_records(instance, cohort, extra=model_partitions(lin, cohort)), cohort)
+            cross_check(lin, dagster_records(instance, cohort, extra=model_partitions(lin, cohort), rounds=round_partitions(lin)), cohort)
     text = json.dumps(lin.to_dict(), indent=2, default=str) if fmt == "json" else lin.to_dot()
     if out:
         out.write_text(text)

@@ -240,6 +240,20 @@ def test_federated_rounds_in_dagster_block_on_a_planted_leak(tmp_path, monkeypat
     gate = {c.check_name: c for c in r.get_asset_check_evaluations()}["occupant_slice_gates"]
     stage = r.get_asset_materialization_events()[0].materialization.metadata["stage"].value
     assert gate.passed == (stage == "released")
+    # the model's lineage back through its round to the studio model, every node verified against the store and
+    # matched to the Dagster materialization of its own partition (the round: cohort|r001)
+    from avops.lineage import Lineage, Node, _Checker, _federated_inputs
+    from avops_assets.lineage_cli import cross_check, dagster_records, round_partitions
+
+    registry = ModelRegistry.local(home)
+    mv = registry.get(pl.MODEL, int(r.get_asset_materialization_events()[0].materialization.metadata["version"].value))
+    lin = Lineage()
+    lin.add(Node("model", "model", "driver monitoring"))
+    _federated_inputs(lin, _Checker(home, registry, None), "model", mv.lineage, COHORT)
+    assert round_partitions(lin) == {f"{COHORT}|r001"} and {n.kind for n in lin.nodes.values()} >= {"federated round", "studio model", "model update"}
+    cross_check(lin, dagster_records(instance, COHORT, rounds=round_partitions(lin)), COHORT)
+    assert not lin.problems, lin.problems
+    assert {n.detail["dagster"]["partition"] for n in lin.nodes.values() if n.kind in ("federated round", "studio model")} == {f"{COHORT}|r001", COHORT}
 
     (home.vehicles / COHORT / cabin.fleet_vehicles(config, COHORT)[2] / pl.FAULT_FILE).write_text("leak_frame")
     r2 = run(round_job, dg.MultiPartitionKey({"cohort": COHORT, "round": "r002"}), [ROUNDS], ok=False)  # a blocking check failed
