@@ -197,31 +197,27 @@ def _print_engines(lay, registry, cohorts: list[str]) -> None:
                     why = f"not buildable here ({soc.toolchain}): needs a GPU executor, job compile_engines_gpu" \
                         if soc.toolchain == "tensorrt" else f"not buildable here ({soc.toolchain})"
             table.add_row(c, target, "", f"[yellow]{why}[/]")
-        m = datasets.current(store, lay.refs, compiling.MAINTENANCE_ENGINES, c)
-        if m is not None and m.body.get("skipped"):
-            table.add_row(c, "gateway (maintenance)", "", f"[yellow]not compiled: {m.body['skipped']}[/]")
-        elif m is not None:
-            parts = [f"v{r['model_version']} {r['precision']} {r['budget'].get('latency_ms_target_estimate', 0):.3f} ms "
-                     f"|Δ|≤{max(x['max_abs_diff_mm'] for x in r['parity']['components'].values()):.0e} mm" for r in m.body["engines"]]
-            ok = all(r["status"] == "ok" for r in m.body["engines"])
-            table.add_row(c, f"{m.body['soc']} gateway (maintenance)", "; ".join(parts), "[green]built[/]" if ok else "[red]blocked[/]")
-        m = datasets.current(store, lay.refs, compiling.BMS_ENGINES, c)
-        if m is not None and m.body.get("skipped"):
-            table.add_row(c, "BMS (battery SoH/RUL)", "", f"[yellow]not compiled: {m.body['skipped']}[/]")
-        elif m is not None:
-            parts = [f"{r['chemistry']} v{r['model_version']} {r['precision']} {r['budget']['latency_ms_target_estimate']:.3f} ms "
-                     f"|ΔSoH|≤{r['parity']['targets']['soh']['max_abs_diff']:.3f}, {r['engine_bytes']} B" for r in m.body["engines"]]
-            ok = all(r["status"] == "ok" for r in m.body["engines"])
-            table.add_row(c, f"{m.body['soc']} BMS (battery SoH/RUL)", "; ".join(parts), "[green]built[/]" if ok else "[red]blocked[/]")
-        m = datasets.current(store, lay.refs, compiling.DMS_ENGINES, c)
-        if m is not None and m.body.get("skipped"):
-            if "has no production" not in m.body["skipped"]:  # cohorts outside the federated campaign: nothing to say
-                table.add_row(c, "cabin (driver monitoring)", "", f"[yellow]not compiled: {m.body['skipped']}[/]")
-        elif m is not None:
-            parts = [f"v{r['model_version']} {r['precision']} {r['budget']['latency_ms_target_estimate']:.2f} ms "
-                     f"agreement {r['parity']['agreement']:.3f}, {r['engine_bytes'] // 1024} KB" for r in m.body["engines"]]
-            ok = all(r["status"] == "ok" for r in m.body["engines"])
-            table.add_row(c, f"{m.body['soc']} cabin (driver monitoring)", "; ".join(parts), "[green]built[/]" if ok else "[red]blocked[/]")
+        components = (  # (engine set, what runs it, one engine's summary, show "skipped"?)
+            (compiling.MAINTENANCE_ENGINES, "gateway (maintenance)", lambda r: (
+                f"v{r['model_version']} {r['precision']} {r['budget'].get('latency_ms_target_estimate', 0):.3f} ms "
+                f"|Δ|≤{max(x['max_abs_diff_mm'] for x in r['parity']['components'].values()):.0e} mm"), lambda why: True),
+            (compiling.BMS_ENGINES, "BMS (battery SoH/RUL)", lambda r: (
+                f"{r['chemistry']} v{r['model_version']} {r['precision']} {r['budget']['latency_ms_target_estimate']:.3f} ms "
+                f"|ΔSoH|≤{r['parity']['targets']['soh']['max_abs_diff']:.3f}, {r['engine_bytes']} B"), lambda why: True),
+            (compiling.DMS_ENGINES, "cabin (driver monitoring)", lambda r: (
+                f"v{r['model_version']} {r['precision']} {r['budget']['latency_ms_target_estimate']:.2f} ms "
+                f"agreement {r['parity']['agreement']:.3f}, {r['engine_bytes'] // 1024} KB"),
+             lambda why: "has no production" not in why),  # cohorts outside the federated campaign: nothing to say
+        )
+        for key, runs_on, summary, show_skipped in components:
+            m = datasets.current(store, lay.refs, key, c)
+            if m is not None and m.body.get("skipped"):
+                if show_skipped(m.body["skipped"]):
+                    table.add_row(c, runs_on, "", f"[yellow]not compiled: {m.body['skipped']}[/]")
+            elif m is not None:
+                ok = all(r["status"] == "ok" for r in m.body["engines"])
+                table.add_row(c, f"{m.body['soc']} {runs_on}", "; ".join(summary(r) for r in m.body["engines"]),
+                              "[green]built[/]" if ok else "[red]blocked[/]")
     _show(table)
 
 
