@@ -283,3 +283,44 @@ def test_dossier_sections_show_budget_no_upload_proof_and_protocol_slices(tmp_pa
     assert {s["value"] for s in mon["protocol_slices"]["distraction and drowsiness"]} == set(config.states)
     html = "\n".join(_occupant_html({"occupant_monitoring": mon, "occupant_privacy": priv}))
     assert "<svg" in html and "privacy budget" in html and "GDPR Art. 35" in html
+
+
+def _secure(config):
+    return dataclasses.replace(config, federated=dataclasses.replace(config.federated, secure_aggregation=True))
+
+
+def test_secure_aggregation_gives_the_same_model_while_the_cloud_sees_only_masked_updates(tmp_path, config, one_round):
+    """SecAgg+ (Flower): the vehicles' updates travel masked; the unmasked sum is the plain round's FedAvg."""
+    secure = _secure(config)
+    home = _home(tmp_path, secure)
+    res = pl.run_federated_round(home, secure, COHORT, "r001")
+    body, store = res.manifest.body, open_store(home)
+    assert body["secure_aggregation"] and len(body["participants"]) == secure.simulator.vehicles_per_cohort and res.audit["passed"]
+    uplink = store.get_json(body["uplink_log_sha256"])
+    assert not any(rec["items"] for e in uplink for name, rec in e["records"].items() if rec["kind"] == "arrays"), \
+        "no weights in the clear"
+    masked = [k for e in uplink for k in e["records"].get(federated.SECAGG_RECORD, {}).get("items", {}) if k.startswith("masked_params")]
+    assert len(masked) == len(body["participants"]) * (1 + len(pl.net.schema(len(config.states))))  # the weight, then each array
+    # the same vehicles, seeds and DP noise as the plain round: the aggregate matches up to SecAgg+'s quantisation
+    _, store1, plain = one_round
+    a = pl.net.arrays_from_bytes(store.get_bytes(body["global_sha256"]))
+    b = pl.net.arrays_from_bytes(store1.get_bytes(plain.manifest.body["global_sha256"]))
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-3
+    # and every vehicle's update digest is of its masked vector, none of a clear update of the plain round
+    clear = {d for v in plain.manifest.body["update_digests"].values() for d in store1.get_json(v).values()}
+    secure_digests = {d for v in body["update_digests"].values() for d in store.get_json(v).values()}
+    assert secure_digests and not secure_digests & clear
+
+
+def test_secure_aggregation_survives_a_dropout_and_still_catches_a_leak(tmp_path, config):
+    secure = _secure(config)
+    vs = cabin.fleet_vehicles(config, COHORT)
+    home = _home(tmp_path, secure, fault={vs[0]: "drop", vs[1]: "leak_frame"})
+    res = pl.run_federated_round(home, secure, COHORT, "r001")
+    pseud = {v.root.name: v.pseudonym for v in pl.enrolled(home, secure, COHORT)}
+    body = res.manifest.body
+    assert pseud[vs[0]] in body["dropped"] and len(body["participants"]) == len(vs) - 1
+    kinds = {(f["kind"], f["vehicle"]) for f in res.audit["findings"]}
+    assert ("frame", pseud[vs[1]]) in kinds and not res.audit["passed"]
+    with pytest.raises(federated.RoundFailed, match="failed its privacy audit"):
+        pl.run_federated_round(home, secure, COHORT, "r002")

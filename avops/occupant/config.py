@@ -39,6 +39,7 @@ class FederationConfig:
     momentum: float
     aggregation: str
     dp: DpConfig
+    secure_aggregation: bool = False  # SecAgg+ (Flower): the cloud learns only the sum of the updates
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,9 @@ def load_occupant_config(path: Path | str | None = None) -> OccupantConfig:
     dp = _need(fed, "dp", f"{where}: federated")
     if fed.get("aggregation", "fedavg") not in ("fedavg", "trimmed"):
         raise OccupantConfigError(f"{where}: federated.aggregation must be fedavg or trimmed, not {fed.get('aggregation')!r}")
+    if fed.get("secure_aggregation") and fed.get("aggregation", "fedavg") != "fedavg":
+        raise OccupantConfigError(f"{where}: federated.secure_aggregation sums masked updates, so only aggregation: fedavg is "
+                                  "possible with it (a trimmed mean needs every update in the clear)")
     cfg = OccupantConfig(
         path=path, states=tuple(_need(raw, "states", where)),
         slices={k: tuple(v) for k, v in _need(raw, "slices", where).items()},
@@ -114,7 +118,8 @@ def load_occupant_config(path: Path | str | None = None) -> OccupantConfig:
             cohorts=tuple(fed["cohorts"]), rounds=int(fed["rounds"]), max_rounds=int(fed["max_rounds"]),
             min_participants=int(fed["min_participants"]), round_timeout_s=float(fed["round_timeout_s"]),
             local_epochs=int(fed["local_epochs"]), batch_size=int(fed["batch_size"]), learning_rate=float(fed["learning_rate"]), momentum=float(fed.get("momentum", 0.0)),
-            aggregation=fed.get("aggregation", "fedavg"), dp=DpConfig(**{k: float(dp[k]) for k in DpConfig.__dataclass_fields__})),
+            aggregation=fed.get("aggregation", "fedavg"), dp=DpConfig(**{k: float(dp[k]) for k in DpConfig.__dataclass_fields__}),
+            secure_aggregation=bool(fed.get("secure_aggregation", False))),
         gates=GateConfig(metric=gates.get("metric", "accuracy"), overall_min=float(gates["overall_min"]), slice_min=float(gates["slice_min"]),
                          max_gap=float(gates["max_gap"]), min_samples=int(gates["min_samples"])),
         ecu=_need(deploy, "ecu", f"{where}: deploy"), parity_min_agreement=float(deploy.get("parity_min_agreement", 0.97)))

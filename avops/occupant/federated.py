@@ -15,6 +15,7 @@ A vehicle that does not answer within the round's timeout is dropped from that r
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -76,6 +77,67 @@ def vehicle_epsilon(history: list[tuple[float, float, int]], delta: float) -> fl
     return float(acc.get_epsilon(delta))
 
 
+class BudgetExhausted(RuntimeError):
+    """The vehicle declines: another round would take its privacy ledger past ``max_epsilon``."""
+
+
+def train_locally(vehicle_root: Path, config: OccupantConfig, fault: str | None, state: dict[str, torch.Tensor],
+                  cfg) -> tuple[dict[str, np.ndarray], dict, np.ndarray]:
+    """DP-SGD (Opacus) on the vehicle's own frames from the global model ``state``; the ledger stays in the vehicle.
+
+    Returns the new weights, the scalars a vehicle may report, and one frame (for the ``leak_frame`` fault only)."""
+    from opacus import PrivacyEngine
+
+    frames, labels, _ = read_frames(vehicle_root / "cabin" / FRAMES_FILE, config)
+    n = len(frames)
+    batch, epochs = int(cfg["batch-size"]), int(cfg["local-epochs"])
+    sigma, clip, delta, max_eps = (float(cfg[k]) for k in ("noise-multiplier", "max-grad-norm", "delta", "max-epsilon"))
+    history = _load_ledger(vehicle_root)
+    q = min(1.0, batch / n)
+    steps = epochs * max(1, round(n / batch))
+    if vehicle_epsilon(history + [(sigma, q, steps)], delta) > max_eps:
+        raise BudgetExhausted(f"privacy budget: another round would exceed ε={max_eps}")
+    if fault == "slow":
+        time.sleep(float(cfg["timeout-s"]) + 1.0)
+    y = torch.as_tensor(labels["state"].map({s: i for i, s in enumerate(config.states)}).to_numpy(), dtype=torch.long)
+    with _TRAIN_LOCK, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(Secure RNG|Full backward hook|Optimal order).*")
+        seed = int(cfg["seed"]) * 7919 + int.from_bytes(hashlib.sha256(vehicle_root.name.encode()).digest()[:4], "little")
+        torch.manual_seed(seed)
+        model = net.DriverStateNet(len(config.states))
+        model.load_state_dict(state)
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(net.to_tensor(frames), y), batch_size=batch,
+                                             generator=torch.Generator().manual_seed(seed))
+        opt = torch.optim.SGD(model.parameters(), lr=float(cfg["learning-rate"]), momentum=float(cfg["momentum"]))
+        engine = PrivacyEngine(accountant="rdp")
+        engine.accountant.history = list(history)
+        dp_model, dp_opt, dp_loader = engine.make_private(
+            module=model, optimizer=opt, data_loader=loader, noise_multiplier=sigma, max_grad_norm=clip, poisson_sampling=True,
+            noise_generator=torch.Generator().manual_seed(seed + 1))
+        losses, taken = [], 0
+        dp_model.train()
+        for _ in range(epochs):
+            for xb, yb in dp_loader:
+                dp_opt.zero_grad()
+                if len(yb) == 0:  # Poisson sampling can draw an empty lot: still a step of the accountant
+                    dp_opt.step()
+                    taken += 1
+                    continue
+                loss = torch.nn.functional.cross_entropy(dp_model(xb), yb)
+                loss.backward()
+                dp_opt.step()
+                losses.append(float(loss.detach()))
+                taken += 1
+        new_history = [tuple(h) for h in engine.accountant.history]
+        weights = net.get_arrays(dp_model)
+    atomic_write_json(vehicle_root / PRIVACY_LEDGER, {"history": new_history, "delta": delta})
+    if fault == "drop":
+        raise VehicleOffline(f"{vehicle_root.name}: link lost before the update was sent")
+    metrics = {"num-examples": n, "train-loss": float(np.mean(losses)) if losses else float("nan"),
+               "epsilon": vehicle_epsilon(new_history, delta), "dp-steps": taken, "dp-sample-rate": q}
+    return weights, metrics, frames[0]
+
+
 def client_app(vehicle_root: Path, config: OccupantConfig, fault: str | None = None) -> ClientApp:
     """The ClientApp of one vehicle. ``fault`` plants a failure for tests and the demo: ``drop`` (the
     link drops mid-round), ``slow`` (answers after the timeout), ``leak_frame`` (a debug hook that
@@ -86,65 +148,40 @@ def client_app(vehicle_root: Path, config: OccupantConfig, fault: str | None = N
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        from opacus import PrivacyEngine
-
-        cfg = msg.content["config"]
-        frames, labels, _ = read_frames(vehicle_root / "cabin" / FRAMES_FILE, config)
-        n = len(frames)
-        batch, epochs = int(cfg["batch-size"]), int(cfg["local-epochs"])
-        sigma, clip, delta, max_eps = (float(cfg[k]) for k in ("noise-multiplier", "max-grad-norm", "delta", "max-epsilon"))
-        history = _load_ledger(vehicle_root)
-        q = min(1.0, batch / n)
-        steps = epochs * max(1, round(n / batch))
-        if vehicle_epsilon(history + [(sigma, q, steps)], delta) > max_eps:
-            return Message(Error(code=403, reason=f"privacy budget: another round would exceed ε={max_eps}"), reply_to=msg)
-        if fault == "slow":
-            time.sleep(float(cfg["timeout-s"]) + 1.0)
-        y = torch.as_tensor(labels["state"].map({s: i for i, s in enumerate(config.states)}).to_numpy(), dtype=torch.long)
-        with _TRAIN_LOCK, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*(Secure RNG|Full backward hook|Optimal order).*")
-            seed = int(cfg["seed"]) * 7919 + int.from_bytes(hashlib.sha256(vehicle_root.name.encode()).digest()[:4], "little")
-            torch.manual_seed(seed)
-            model = net.DriverStateNet(len(config.states))
-            model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-            loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(net.to_tensor(frames), y), batch_size=batch,
-                                                 generator=torch.Generator().manual_seed(seed))
-            opt = torch.optim.SGD(model.parameters(), lr=float(cfg["learning-rate"]), momentum=float(cfg["momentum"]))
-            engine = PrivacyEngine(accountant="rdp")
-            engine.accountant.history = list(history)
-            dp_model, dp_opt, dp_loader = engine.make_private(
-                module=model, optimizer=opt, data_loader=loader, noise_multiplier=sigma, max_grad_norm=clip, poisson_sampling=True,
-                noise_generator=torch.Generator().manual_seed(seed + 1))
-            losses, taken = [], 0
-            dp_model.train()
-            for _ in range(epochs):
-                for xb, yb in dp_loader:
-                    dp_opt.zero_grad()
-                    if len(yb) == 0:  # Poisson sampling can draw an empty lot: still a step of the accountant
-                        dp_opt.step()
-                        taken += 1
-                        continue
-                    loss = torch.nn.functional.cross_entropy(dp_model(xb), yb)
-                    loss.backward()
-                    dp_opt.step()
-                    losses.append(float(loss.detach()))
-                    taken += 1
-            new_history = [tuple(h) for h in engine.accountant.history]
-            weights = net.get_arrays(dp_model)
-        atomic_write_json(vehicle_root / PRIVACY_LEDGER, {"history": new_history, "delta": delta})
-        eps = vehicle_epsilon(new_history, delta)
-        if fault == "drop":
-            raise VehicleOffline(f"{vehicle_root.name}: link lost before the update was sent")
-        content = RecordDict({
-            "arrays": ArrayRecord({k: torch.from_numpy(v) for k, v in weights.items()}),
-            "metrics": MetricRecord({"num-examples": n, "train-loss": float(np.mean(losses)) if losses else float("nan"),
-                                     "epsilon": eps, "dp-steps": taken, "dp-sample-rate": q}),
-        })
+        try:
+            weights, metrics, frame = train_locally(vehicle_root, config, fault, msg.content["arrays"].to_torch_state_dict(),
+                                                    msg.content["config"])
+        except BudgetExhausted as exc:
+            return Message(Error(code=403, reason=str(exc)), reply_to=msg)
+        content = RecordDict({"arrays": ArrayRecord({k: torch.from_numpy(v) for k, v in weights.items()}),
+                              "metrics": MetricRecord(metrics)})
         if fault == "leak_frame":
-            content["debug"] = ConfigRecord({"frame": frames[0].tobytes(), "note": "debug snapshot"})
+            content["debug"] = ConfigRecord({"frame": frame.tobytes(), "note": "debug snapshot"})
         return Message(content, reply_to=msg)
 
     return app
+
+
+def secure_client_app(vehicle_root: Path, config: OccupantConfig, fault: str | None = None) -> ClientApp:
+    """The same vehicle under Flower's SecAgg+ protocol (``secaggplus_mod``): it uploads its update
+    masked, so that the cloud can only learn the sum of the cohort's updates, never one vehicle's.
+    Flower implements SecAgg+ for its legacy client/strategy API, hence a ``NumPyClient`` here."""
+    from flwr.client import NumPyClient
+    from flwr.client.mod import secaggplus_mod
+
+    if fault is not None and fault not in FAULTS:
+        raise ValueError(f"unknown planted fault {fault!r}: one of {FAULTS}")
+    keys = list(net.DriverStateNet(len(config.states)).state_dict())
+
+    class Car(NumPyClient):
+        def fit(self, parameters, cfg):
+            state = {k: torch.from_numpy(np.asarray(a)) for k, a in zip(keys, parameters)}
+            weights, metrics, frame = train_locally(vehicle_root, config, fault, state, cfg)
+            if fault == "leak_frame":
+                metrics = {**metrics, "debug-frame": frame.tobytes()}
+            return [weights[k] for k in keys], int(metrics["num-examples"]), metrics
+
+    return ClientApp(client_fn=lambda context: Car().to_client(), mods=[secaggplus_mod])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,6 +223,7 @@ class UplinkGrid(Grid):
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = self._run.run_id, SUPERLINK_NODE_ID, 0
         self._pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(vehicles))), thread_name_prefix="vehicle")
         self._futures: dict[str, tuple[Vehicle, object]] = {}
+        self._contexts: dict[int, Context] = {}  # each vehicle's own state across the messages of a round (SecAgg+ stages)
         self.uplink: list[UplinkEntry] = []
         self.dropped: dict[str, str] = {}
         self.sent: list[str] = []
@@ -204,8 +242,11 @@ class UplinkGrid(Grid):
         return list(self._vehicles)
 
     def _deliver(self, vehicle: Vehicle, msg: Message) -> Message:
-        ctx = Context(run_id=self._run.run_id, node_id=vehicle.node_id, node_config={}, state=RecordDict(), run_config={})
-        return vehicle.app(msg, ctx)
+        ctx = self._contexts.setdefault(vehicle.node_id, Context(run_id=self._run.run_id, node_id=vehicle.node_id, node_config={},
+                                                                 state=RecordDict(), run_config={}))
+        # the air interface: a vehicle gets its own copy of the message, as it would from the wire (Flower's mods edit
+        # the records they receive, and the cloud sends one record to every vehicle)
+        return vehicle.app(copy.deepcopy(msg), ctx)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []
@@ -272,6 +313,10 @@ class UplinkGrid(Grid):
             else:
                 kind = "config"
                 for k, v in record.items():
+                    if isinstance(v, list) and v and isinstance(v[0], (bytes, bytearray)):  # e.g. SecAgg+'s masked vectors
+                        for i, b in enumerate(v):
+                            items[f"{k}[{i}]"] = {"sha256": self._put(bytes(b)), "bytes": len(b)}
+                        continue
                     items[k] = ({"sha256": self._put(bytes(v)), "bytes": len(v)} if isinstance(v, (bytes, bytearray))
                                 else {"sha256": self._put(json.dumps(v).encode()), "value": v if isinstance(v, (int, float, bool)) else None})
             entry.records[name] = {"kind": kind, "items": items}
@@ -285,6 +330,7 @@ class RoundOutcome:
     dropped: dict[str, str]
     invited: list[str]
     metrics: dict
+    updates: dict[str, dict]  # pseudonym -> {"digests": {name: sha256}, "metrics": {...}, "masked": bool?}
 
 
 def run_round(config: OccupantConfig, vehicles: list[Vehicle], initial: dict[str, np.ndarray], round_no: int, put,
@@ -305,20 +351,77 @@ def run_round(config: OccupantConfig, vehicles: list[Vehicle], initial: dict[str
     finally:
         flwr_log.setLevel(level)
     grid = UplinkGrid(vehicles, put, f"r{round_no:03d}")
-    train_config = ConfigRecord({
+    train_config = {
         "round": round_no, "seed": seed * 1000 + round_no, "batch-size": fed.batch_size, "local-epochs": fed.local_epochs,
         "learning-rate": fed.learning_rate, "momentum": fed.momentum, "noise-multiplier": fed.dp.noise_multiplier, "max-grad-norm": fed.dp.max_grad_norm,
-        "delta": fed.dp.delta, "max-epsilon": fed.dp.max_epsilon, "timeout-s": timeout})
+        "delta": fed.dp.delta, "max-epsilon": fed.dp.max_epsilon, "timeout-s": timeout}
     try:
-        result = strategy.start(grid, ArrayRecord({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in initial.items()}),
-                                num_rounds=1, timeout=timeout, train_config=train_config)
+        if fed.secure_aggregation:
+            weights, metrics = _secure_round(grid, config, initial, train_config, timeout)
+        else:
+            result = strategy.start(grid, ArrayRecord({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in initial.items()}),
+                                    num_rounds=1, timeout=timeout, train_config=ConfigRecord(train_config))
+            weights = {k: v.detach().numpy().astype(np.float32) for k, v in result.arrays.to_torch_state_dict().items()}
+            metrics = dict(result.train_metrics_clientapp.get(1, {}) or {})
     finally:
         grid.close()
-    answered = [e for e in grid.uplink if e.error is None]
-    if len(answered) < fed.min_participants:
-        raise RoundFailed(f"round r{round_no:03d}: {len(answered)} updates arrived, at least {fed.min_participants} are needed "
+    updates = {e.pseudonym: u for e in grid.uplink if (u := update_of(e)) is not None}
+    if len(updates) < fed.min_participants:
+        raise RoundFailed(f"round r{round_no:03d}: {len(updates)} updates arrived, at least {fed.min_participants} are needed "
                           f"(dropped: {grid.dropped or 'none'}; declined: {[e.pseudonym for e in grid.uplink if e.error] or 'none'}); "
                           "rerun the round when more vehicles are online")
-    weights = {k: v.detach().numpy().astype(np.float32) for k, v in result.arrays.to_torch_state_dict().items()}
-    metrics = dict(result.train_metrics_clientapp.get(1, {}) or {})
-    return RoundOutcome(weights, grid.uplink, dict(grid.dropped), sorted(grid.sent), metrics)
+    return RoundOutcome(weights, grid.uplink, dict(grid.dropped), sorted(set(grid.sent)), metrics, updates)
+
+
+SECAGG_RECORD = "secaggplus_configs"  # Flower's record of the SecAgg+ protocol (keys, encrypted shares, masked vectors)
+LEGACY_METRICS, LEGACY_PARAMS = "fitres.metrics", "fitres.parameters"
+
+
+def update_of(entry: UplinkEntry) -> dict | None:
+    """What one uplinked message contributes as a model update: the digests of its weights (in the clear, or
+    SecAgg+'s masked vector) and the scalars it reported; None for protocol messages and errors."""
+    if entry.error is not None:
+        return None
+    recs = entry.records
+    if "arrays" in recs and "metrics" in recs:
+        return {"digests": {k: i["sha256"] for k, i in recs["arrays"]["items"].items()},
+                "metrics": {k: i["value"] for k, i in recs["metrics"]["items"].items()}}
+    masked = {k: i["sha256"] for k, i in recs.get(SECAGG_RECORD, {}).get("items", {}).items() if k.startswith("masked_params")}
+    if masked and LEGACY_METRICS in recs:
+        return {"digests": masked, "masked": True,
+                "metrics": {k: i.get("value") for k, i in recs[LEGACY_METRICS]["items"].items()}}
+    return None
+
+
+def _secure_round(grid: UplinkGrid, config: OccupantConfig, initial: dict[str, np.ndarray], train_config: dict,
+                  timeout: float) -> tuple[dict[str, np.ndarray], dict]:
+    """The round under SecAgg+: Flower's ``SecAggPlusWorkflow`` with its (legacy) FedAvg over the same Grid.
+
+    Every vehicle shares its mask's key among the others; the cloud unmasks only the weighted sum, and a
+    vehicle that drops after sending its masked vector is recovered from the others' shares."""
+    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server import LegacyContext, ServerConfig
+    from flwr.server.strategy import FedAvg as LegacyFedAvg
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+    from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+
+    fed = config.federated
+    keys = list(net.DriverStateNet(len(config.states)).state_dict())  # the order both sides flatten the weights in
+    strategy = LegacyFedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=fed.min_participants,
+                            min_available_clients=fed.min_participants, accept_failures=True,
+                            initial_parameters=ndarrays_to_parameters([np.asarray(initial[k], np.float32) for k in keys]),
+                            on_fit_config_fn=lambda _round: dict(train_config))
+    context = LegacyContext(Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(), run_config={}),
+                            config=ServerConfig(num_rounds=1, round_timeout=timeout), strategy=strategy)
+    n = len(list(grid.get_node_ids()))
+    workflow = SecAggPlusWorkflow(num_shares=n, reconstruction_threshold=max(2, fed.min_participants), max_weight=1e5,
+                                  timeout=timeout)
+    DefaultWorkflow(fit_workflow=workflow)(grid, context)
+    arrays = parameters_to_ndarrays(compat_parameters(context.state.array_records[MAIN_PARAMS_RECORD]))
+    return {k: np.asarray(a, np.float32) for k, a in zip(keys, arrays)}, {}
+
+
+def compat_parameters(record):
+    import flwr.compat.common.recorddict_compat as compat
+
+    return compat.arrayrecord_to_parameters(record, keep_input=True)

@@ -157,12 +157,13 @@ def enrolled(home: HomeLayout, config: OccupantConfig, cohort: str) -> list[fede
     """The cohort's vehicles with a cabin store, as the cloud sees them: node id and pseudonym."""
     root = home.vehicles / cohort
     key = _pseudonym_key(home, cohort) if root.exists() else b""
+    app = federated.secure_client_app if config.federated.secure_aggregation else federated.client_app
     out = []
     for vdir in sorted(p for p in root.glob("*") if (p / "cabin" / cabin.FRAMES_FILE).exists()) if root.exists() else []:
         pseudonym = hashlib.sha256(key + vdir.name.encode()).hexdigest()[:16]
         fault_file = vdir / FAULT_FILE
         fault = fault_file.read_text().strip() if fault_file.exists() else None
-        out.append(federated.Vehicle(int(pseudonym[:8], 16), pseudonym, federated.client_app(vdir, config, fault), vdir))
+        out.append(federated.Vehicle(int(pseudonym[:8], 16), pseudonym, app(vdir, config, fault), vdir))
     return out
 
 
@@ -250,13 +251,11 @@ def run_federated_round(home: HomeLayout, config: OccupantConfig, cohort: str, r
     global_sha = store.put_bytes(net.arrays_bytes(out.weights))
     dp = config.federated.dp
     releases, reported = {}, {}
-    for e in out.uplink:
-        if e.error is not None:
-            continue
-        met = {k: v["value"] for k, v in e.records["metrics"]["items"].items()}
-        releases[e.pseudonym] = {"noise_multiplier": dp.noise_multiplier, "sample_rate": float(met["dp-sample-rate"]),
+    for pseudonym, update in out.updates.items():
+        met = update["metrics"]
+        releases[pseudonym] = {"noise_multiplier": dp.noise_multiplier, "sample_rate": float(met["dp-sample-rate"]),
                                  "steps": int(met["dp-steps"]), "population": int(met["num-examples"])}
-        reported[e.pseudonym] = float(met["epsilon"])
+        reported[pseudonym] = float(met["epsilon"])
     history = _vehicle_releases(home, config, cohort, n - 1, store)
     fed = config.federated
     assumed = {}  # invited, no update: it may have trained (and spent budget) before its link dropped
@@ -272,9 +271,8 @@ def run_federated_round(home: HomeLayout, config: OccupantConfig, cohort: str, r
     body = {"cohort": cohort, "round": rnd, "initial_sha256": start_sha, "global_sha256": global_sha, "uplink_log_sha256": uplink_sha,
             "invited": out.invited, "participants": sorted(releases), "dropped": out.dropped,
             "declined": {e.pseudonym: e.error for e in out.uplink if e.error},
-            "update_digests": {e.pseudonym: store.put_json({k: i["sha256"] for k, i in e.records.get("arrays", {}).get("items", {}).items()})
-                               for e in out.uplink if not e.error},
-            "aggregation": config.federated.aggregation, "min_participants": config.federated.min_participants,
+            "update_digests": {v: store.put_json(u["digests"]) for v, u in out.updates.items()},
+            "aggregation": config.federated.aggregation, "secure_aggregation": config.federated.secure_aggregation, "min_participants": config.federated.min_participants,
             "dp": {"mechanism": "DP-SGD in each vehicle (Opacus), Poisson sampling, RDP accounting", "max_grad_norm": dp.max_grad_norm,
                    "noise_multiplier": dp.noise_multiplier, "delta": dp.delta, "max_epsilon": dp.max_epsilon},
             "releases": releases, "releases_assumed": assumed, "epsilon": budget, "epsilon_max": max((b["recomputed"] for b in budget.values()), default=0.0),

@@ -21,6 +21,12 @@ from dataclasses import asdict, dataclass
 
 ALLOWED_METRICS = frozenset({"num-examples", "train-loss", "epsilon", "dp-steps", "dp-sample-rate"})
 UPDATE_RECORD, METRIC_RECORD = "arrays", "metrics"
+# Under SecAgg+ (Flower's legacy FitRes records plus the protocol's own): public keys, encrypted key shares, the
+# masked update vector and, to unmask, shares of the keys of vehicles that dropped. Everything else is a finding.
+SECAGG_RECORD = "secaggplus_configs"
+SECAGG_KEYS = frozenset({"pk1", "pk2", "ctxts", "dsts", "masked_params", "nids", "shares"})
+LEGACY_RECORDS = {("fitres.metrics", "config"): "metrics", ("fitres.num_examples", "metrics"): "count",
+                  ("fitres.parameters", "arrays"): "empty", ("fitres.status", "config"): "status", (SECAGG_RECORD, "config"): "secagg"}
 EPSILON_TOLERANCE = 0.05  # relative: the two accountants use different orders and conversions
 
 
@@ -95,7 +101,8 @@ def audit_uplink(uplink: list[dict], schema: dict[str, tuple[int, ...]], frame_i
         who = e["pseudonym"]
         for name, rec in e.get("records", {}).items():
             kind = rec["kind"]
-            if (name, kind) not in ((UPDATE_RECORD, "arrays"), (METRIC_RECORD, "metrics")):
+            role = LEGACY_RECORDS.get((name, kind))
+            if (name, kind) not in ((UPDATE_RECORD, "arrays"), (METRIC_RECORD, "metrics")) and role is None:
                 findings.append(Finding("unexpected_record", who, f"record {name!r}", f"a {kind} record that is not part of a model update"))
             for key, item in rec["items"].items():
                 where = f"{name}.{key}"
@@ -103,9 +110,17 @@ def audit_uplink(uplink: list[dict], schema: dict[str, tuple[int, ...]], frame_i
                 if kind == "arrays" and name == UPDATE_RECORD:
                     if key not in schema or tuple(item["shape"]) != tuple(schema[key]) or item["dtype"] != "float32":
                         findings.append(Finding("unexpected_array", who, where, f"{item['dtype']} {item['shape']} is not a weight of the model"))
-                if kind == "metrics":
+                if (kind == "metrics" and role is None) or role == "metrics":
                     if key not in ALLOWED_METRICS or not isinstance(item.get("value"), (int, float)):
                         findings.append(Finding("unexpected_metric", who, where, "not one of the scalar metrics a vehicle may report"))
+                if role == "empty":
+                    findings.append(Finding("unexpected_array", who, where, "under SecAgg+ the update travels masked, never in the clear"))
+                if role == "secagg" and key.split("[", 1)[0] not in SECAGG_KEYS:
+                    findings.append(Finding("unexpected_record", who, where, "not a field of the SecAgg+ protocol"))
+                if role == "count" and (key != "num_examples" or not isinstance(item.get("value"), int)):
+                    findings.append(Finding("unexpected_metric", who, where, "not the update's example count"))
+                if role == "status" and key not in ("code", "message"):
+                    findings.append(Finding("unexpected_record", who, where, "not a field of a reply status"))
                 if digest is None:
                     continue
                 if digest in all_frames:

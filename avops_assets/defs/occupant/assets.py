@@ -72,7 +72,7 @@ def rounds(context: dg.AssetExecutionContext, avops_home: AvopsHome, dataset_ver
     return dg.MaterializeResult(
         metadata={"participants": dg.MetadataValue.json(b["participants"]), "dropped": dg.MetadataValue.json(b["dropped"]),
                   "declined": dg.MetadataValue.json(b["declined"]), "update_sha256": dg.MetadataValue.json(b["update_digests"]),
-                  "clipping_norm": b["dp"]["max_grad_norm"], "noise_multiplier": b["dp"]["noise_multiplier"], "delta": b["dp"]["delta"],
+                  "secure_aggregation": bool(b.get("secure_aggregation", False)), "clipping_norm": b["dp"]["max_grad_norm"], "noise_multiplier": b["dp"]["noise_multiplier"], "delta": b["dp"]["delta"],
                   "epsilon_spent_max": b["epsilon_max"], "epsilon_by_vehicle": dg.MetadataValue.json(b["epsilon"]),
                   "privacy_budget": dg.MetadataValue.md(budget_markdown(done)),
                   "audit_passed": b["audit"]["passed"], "audit_findings": dg.MetadataValue.md(findings_markdown(b["audit"]["findings"])),
