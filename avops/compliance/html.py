@@ -28,7 +28,7 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 
 def _cell(v) -> str:
     if isinstance(v, float):
-        return f"{v:.3f}"
+        return f"{v:.3f}" if v == 0 or abs(v) >= 1e-3 else f"{v:.1e}"  # δ = 1e-5 is not 0.000
     if isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v):
         return f"<code title='{v}'>{v[:12]}</code>"
     if isinstance(v, str) and v.startswith("OPEN"):
@@ -152,6 +152,6 @@ def _occupant_html(s: dict) -> list[str]:
             "<h3>Privacy</h3>", f"<p>{_e(op['design'])}</p>", f"<p>what leaves the vehicle: {_cell(op['what_leaves_the_vehicle'])}</p>",
             budget_svg,
             _table(op["rounds"], ["round", "participants", "dropped", "epsilon_max", "delta", "noise_multiplier", "clipping_norm",
-                                  "no_upload_audit", "findings", "frames_checked", "uplink_log_sha256"]),
+                                  "secure_aggregation", "no_upload_audit", "findings", "frames_checked", "uplink_log_sha256"]),
             f"<p>{_e(op['no_upload_proof'])}</p>",
             "<p><span class='open'>for a person: " + _e("; ".join(om["open_for_a_person"] + op["open_for_a_person"])) + "</span></p>"]

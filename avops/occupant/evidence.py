@@ -34,6 +34,7 @@ def occupant_sections(home: HomeLayout, registry, config: OccupantConfig, cohort
                        "epsilon_max": b["epsilon_max"], "delta": b["dp"]["delta"], "noise_multiplier": b["dp"]["noise_multiplier"],
                        "clipping_norm": b["dp"]["max_grad_norm"], "no_upload_audit": "passed" if b["audit"]["passed"] else "FAILED",
                        "findings": len(b["audit"]["findings"]), "frames_checked": b["audit"].get("frames_checked"),
+                       "secure_aggregation": "SecAgg+" if b.get("secure_aggregation") else "no",
                        "uplink_log_sha256": b["uplink_log_sha256"], "global_sha256": b["global_sha256"]})
     last = rounds[-1] if rounds else {}
     monitoring = {
@@ -51,8 +52,10 @@ def occupant_sections(home: HomeLayout, registry, config: OccupantConfig, cohort
     }
     privacy = {
         "design": "cabin frames stay in the vehicle; each vehicle trains locally with DP-SGD (per-frame clipping + Gaussian noise, "
-                  "Opacus) and uploads model weights and five scalars; the cloud aggregates with Flower",
-        "what_leaves_the_vehicle": ["model weights of the agreed schema (float32, by name and shape)",
+                  "Opacus) and uploads model weights and five scalars; the cloud aggregates with Flower"
+                  + ("; under SecAgg+ the weights travel masked and the cloud learns only their sum"
+                     if any(r["secure_aggregation"] != "no" for r in rounds) else ""),
+        "what_leaves_the_vehicle": ["model weights of the agreed schema (float32, by name and shape; masked under SecAgg+)",
                                     "num-examples, train-loss, epsilon, dp-steps, dp-sample-rate"],
         "budget": {"epsilon_max": last.get("epsilon_max"), "delta": last.get("delta"), "max_epsilon": config.federated.dp.max_epsilon,
                    "unit": "record-level (one cabin frame) differential privacy, per vehicle, composed over all rounds",
