@@ -263,14 +263,13 @@ def test_federated_rounds_in_dagster_block_on_a_planted_leak(tmp_path, monkeypat
     assert any("failed its privacy audit" in str(e.event_specific_data) for e in r3.all_events if e.is_step_failure)
 
 
-def test_dossier_sections_show_budget_no_upload_proof_and_protocol_slices(tmp_path, config):
+def test_dossier_sections_show_budget_no_upload_proof_and_protocol_slices(config, one_round):
     from avops.compliance.html import _occupant_html
     from avops.occupant.evidence import occupant_sections
 
-    home = _home(tmp_path, config)
+    home, _, r1 = one_round  # continues the module's federation: r001 ran, no model was promoted yet
     registry = ModelRegistry.local(home)
     assert occupant_sections(home, registry, config, COHORT) == (None, None)
-    r1 = pl.run_federated_round(home, config, COHORT, "r001")
     r2 = pl.run_federated_round(home, config, COHORT, "r002")
     pl.promote(home, registry, config, COHORT, "test")
     mon, priv = occupant_sections(home, registry, config, COHORT)
