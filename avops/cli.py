@@ -128,6 +128,8 @@ def fleet_simulate_cabin(cohorts, excludes, faults, home) -> None:
     """Write each vehicle's in-cabin frames into its own store (vehicles/) and the consented sessions (cabin_consented/)."""
     from avops.home import layout
     from avops.occupant.config import OccupantConfigError, load_occupant_config
+    from avops.occupant.federated import FAULTS
+    from avops.occupant.pipeline import FAULT_FILE
 
     try:
         config = load_occupant_config()
@@ -139,14 +141,17 @@ def fleet_simulate_cabin(cohorts, excludes, faults, home) -> None:
         if attr not in config.slices or value not in config.slices[attr]:
             raise click.ClickException(f"--exclude {e!r}: expected ATTRIBUTE=VALUE from config/occupant.yaml slices ({', '.join(config.slices)})")
         exclude.setdefault(attr, set()).add(value)
+    planted = [(f, *f.partition("=")[::2]) for f in faults]
+    for f, _, kind in planted:
+        if kind not in FAULTS:
+            raise click.ClickException(f"--plant-fault {f!r}: expected VEHICLE=FAULT, the fault one of {', '.join(FAULTS)}")
     lay = layout(home)
     written = run_cabin_simulation(config, lay, list(cohorts) or list(config.federated.cohorts), exclude)
-    for f in faults:
-        vehicle, _, kind = f.partition("=")
+    for f, vehicle, kind in planted:
         matches = list(lay.vehicles.glob(f"*/{vehicle}/cabin"))
         if not matches:
             raise click.ClickException(f"--plant-fault {f!r}: no simulated vehicle {vehicle!r} under {lay.vehicles}")
-        (matches[0].parent / "planted_fault").write_text(kind)
+        (matches[0].parent / FAULT_FILE).write_text(kind)
         console.print(f"[yellow]planted fault[/] {kind} in {vehicle}")
     console.print(f"[green]{written} vehicle cabin store(s)[/] in {lay.vehicles}; consented sessions in {lay.cabin_consented}")
 

@@ -51,7 +51,7 @@ def demo_command(profile: str, cohorts: tuple[str, ...], campaign_round: bool) -
     missing = [c for c in selected if c not in existing]
     if missing:
         instance.add_dynamic_partitions(COHORTS, missing)
-    if not _occupant_round(instance, lay, [c for c in selected]):
+    if not _occupant_round(instance, lay, list(selected)):
         raise click.ClickException("occupant monitoring runs failed: open the UI (make ui) and look at the federated_round runs")
     job = defs().resolve_job_def(MAIN_JOB)
 
@@ -918,8 +918,8 @@ def _occupant_round(instance, lay, selected: list[str]) -> bool:
             outcomes[f"{c}: gated model"] = _battery_run(cohort_job, instance, c, [DMS_MODEL])
             bar.update(task, advance=1)
     _print_runs("occupant monitoring runs", outcomes, key="partition")
+    store = op.open_store(lay)
     for c in cohorts:
-        store = op.open_store(lay)
         rounds = [m.body for m in op.rounds_done(lay, config, c, store)]
         t = Table(title=f"federated rounds of {c}: what left the vehicles (model updates only) and the privacy budget")
         for col in ("round", "vehicles", "dropped", "ε spent (max vehicle)", "", "no cabin data uploaded"):

@@ -298,7 +298,7 @@ def test_secure_aggregation_gives_the_same_model_while_the_cloud_sees_only_maske
     uplink = store.get_json(body["uplink_log_sha256"])
     assert not any(rec["items"] for e in uplink for name, rec in e["records"].items() if rec["kind"] == "arrays"), \
         "no weights in the clear"
-    masked = [k for e in uplink for k in e["records"].get(federated.SECAGG_RECORD, {}).get("items", {}) if k.startswith("masked_params")]
+    masked = [k for e in uplink for k in e["records"].get(privacy.SECAGG_RECORD, {}).get("items", {}) if k.startswith("masked_params")]
     assert len(masked) == len(body["participants"]) * (1 + len(pl.net.schema(len(config.states))))  # the weight, then each array
     # the same vehicles, seeds and DP noise as the plain round: the aggregate matches up to SecAgg+'s quantisation
     _, store1, plain = one_round

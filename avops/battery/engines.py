@@ -21,7 +21,7 @@ from avops.battery.model import TARGETS, LinearModel
 from avops.battery.pipeline import MODEL, NoBatteryData, load_checkpoint, production, training_rows
 from avops.compile import backends
 from avops.compile.export import opset_of
-from avops.compile.pipeline import BMS_ENGINES, COMPILE_VERSION, ensure_buildable, publish_engines
+from avops.compile.pipeline import BMS_ENGINES, COMPILE_VERSION, component_target, ensure_buildable, publish_engines
 from avops.compile.pipeline import publish_skipped as compile_publish_skipped
 from avops.compile.socs import Soc
 from avops.fleet_registry import Cohort
@@ -112,13 +112,7 @@ def build_engines(home: HomeLayout, registry: ModelRegistry, cohort: Cohort, con
     version = production(registry, chemistry)
     if version is None:
         raise NothingToShip(f"no production {MODEL} model for chemistry {chemistry} (none passed its gates yet): nothing to compile")
-    ecu = cohort.ecu(config.model.ecu)
-    if ecu is None:
-        raise NothingToShip(f"cohort {cohort.id} has no {config.model.ecu!r} ECU in the fleet registry")
-    soc_id = cohort.soc_of(ecu.name)
-    if soc_id not in socs:
-        raise LookupError(f"{cohort.id}'s {ecu.name} ECU names SoC {soc_id!r}, which is not in config/socs.yaml: give the ECU a `soc:`")
-    soc = socs[soc_id]  # type: ignore[index]
+    ecu, soc = component_target(cohort, config.model.ecu, socs, NothingToShip, "battery.yaml's model.ecu")
     ensure_buildable(soc)
     body, models = load_checkpoint(store, version.artifact_sha256)
     try:

@@ -63,6 +63,21 @@ def precisions_for(soc: Soc) -> list[str]:
     return list(soc.precisions)
 
 
+def component_target(cohort: Cohort, ecu_name: str, socs: dict[str, Soc], missing: type[Exception], where: str):
+    """The ECU that runs a component (maintenance, battery, occupant) in this cohort's vehicles and its SoC.
+
+    ``missing`` is the component's "nothing to ship" error (a cohort without that ECU gets an empty engine set);
+    ``where`` names the setting that chose the ECU, for the message. An ECU naming an unknown SoC is an error."""
+    ecu = cohort.ecu(ecu_name)
+    if ecu is None:
+        raise missing(f"cohort {cohort.id} has no {ecu_name!r} ECU in the fleet registry: add it (with its soc) or set {where}")
+    soc_id = cohort.soc_of(ecu.name)
+    if soc_id is None or soc_id not in socs:
+        raise LookupError(f"{cohort.id}'s {ecu.name} ECU names SoC {soc_id!r}, which is not in config/socs.yaml: "
+                          "give the ECU a `soc:` from the catalog")
+    return ecu, socs[soc_id]
+
+
 def ensure_buildable(soc: Soc) -> None:
     """Fail fast, before any work, when this host cannot run the SoC's toolchain."""
     if soc.toolchain == "onnxruntime":

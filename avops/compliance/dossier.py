@@ -185,6 +185,7 @@ def build(home: HomeLayout, cohort: Cohort, registry, repo, run_id: str | None =
         "sbom": None if rel is None else {"sha256": rel["sbom_sha256"], "format": "CycloneDX 1.6"},
         "security_tests": [] if rel is None else security_tests(home, cohort, rel),
     }
+    # imported here: the occupant package pulls in Flower and Opacus, which a dossier of any other cohort does not need
     from avops.occupant.config import load_occupant_config
     from avops.occupant.evidence import occupant_sections
 

@@ -15,7 +15,7 @@ import pandas as pd
 from avops import datasets
 from avops.compile import backends
 from avops.compile.export import opset_of
-from avops.compile.pipeline import COMPILE_VERSION, MAINTENANCE_ENGINES, budget, ensure_buildable, publish_engines
+from avops.compile.pipeline import COMPILE_VERSION, MAINTENANCE_ENGINES, budget, component_target, ensure_buildable, publish_engines
 from avops.compile.pipeline import publish_skipped as compile_publish_skipped
 from avops.compile.socs import Soc
 from avops.features.tables import FEATURE_TABLE
@@ -35,15 +35,8 @@ class NothingToShip(LookupError):
 
 def target(cohort: Cohort, config: MaintenanceConfig, socs: dict[str, Soc]) -> tuple[str, Soc]:
     """The ECU that runs the model in this cohort's vehicles, and its SoC from the catalog."""
-    ecu = cohort.ecu(config.ecu)
-    if ecu is None:
-        raise NothingToShip(f"cohort {cohort.id} has no {config.ecu!r} ECU in the fleet registry: add it (with its soc) "
-                          "or set maintenance.yaml's deploy.ecu")
-    soc_id = cohort.soc_of(config.ecu)
-    if soc_id is None or soc_id not in socs:
-        raise LookupError(f"{cohort.id}'s {config.ecu} ECU names SoC {soc_id!r}, which is not in config/socs.yaml: "
-                          "give the ECU a `soc:` from the catalog")
-    return ecu.name, socs[soc_id]
+    ecu, soc = component_target(cohort, config.ecu, socs, NothingToShip, "maintenance.yaml's deploy.ecu")
+    return ecu.name, soc
 
 
 def parity(components: dict[str, ComponentModel], engine: bytes, X: pd.DataFrame, max_mm: float) -> dict:

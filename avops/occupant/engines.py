@@ -26,7 +26,7 @@ import torch
 from avops import datasets
 from avops.compile import backends
 from avops.compile.export import opset_of
-from avops.compile.pipeline import COMPILE_VERSION, DMS_ENGINES, budget, ensure_buildable, publish_engines
+from avops.compile.pipeline import COMPILE_VERSION, DMS_ENGINES, budget, component_target, ensure_buildable, publish_engines
 from avops.compile.pipeline import publish_skipped as compile_publish_skipped
 from avops.compile.socs import Soc
 from avops.fleet_registry import Cohort
@@ -107,14 +107,7 @@ def parity(reference: np.ndarray, engine: bytes, frames: np.ndarray, labels: pd.
 
 def target(cohort: Cohort, config: OccupantConfig, socs: dict[str, Soc]):
     """The cabin ECU of this cohort's vehicles and its SoC from the catalog."""
-    ecu = cohort.ecu(config.ecu)
-    if ecu is None:
-        raise NothingToShip(f"cohort {cohort.id} has no {config.ecu!r} ECU in the fleet registry: add it (with its soc) "
-                            "or set occupant.yaml's deploy.ecu")
-    soc_id = cohort.soc_of(ecu.name)
-    if soc_id is None or soc_id not in socs:
-        raise LookupError(f"{cohort.id}'s {ecu.name} ECU names SoC {soc_id!r}, which is not in config/socs.yaml: give the ECU a `soc:`")
-    return ecu, socs[soc_id]
+    return component_target(cohort, config.ecu, socs, NothingToShip, "occupant.yaml's deploy.ecu")
 
 
 def calibration_frames(frames: np.ndarray, n: int = CALIBRATION_FRAMES) -> np.ndarray:

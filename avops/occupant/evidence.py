@@ -9,6 +9,7 @@ from __future__ import annotations
 from avops.home import HomeLayout
 from avops.occupant import pipeline
 from avops.occupant.config import OccupantConfig
+from avops.occupant.privacy import ALLOWED_METRICS
 from avops.store import open_store
 
 # what assessment protocols (Euro NCAP driver state monitoring, NHTSA distraction guidance) vary
@@ -56,7 +57,7 @@ def occupant_sections(home: HomeLayout, registry, config: OccupantConfig, cohort
                   + ("; under SecAgg+ the weights travel masked and the cloud learns only their sum"
                      if any(r["secure_aggregation"] != "no" for r in rounds) else ""),
         "what_leaves_the_vehicle": ["model weights of the agreed schema (float32, by name and shape; masked under SecAgg+)",
-                                    "num-examples, train-loss, epsilon, dp-steps, dp-sample-rate"],
+                                    ", ".join(sorted(ALLOWED_METRICS))],
         "budget": {"epsilon_max": last.get("epsilon_max"), "delta": last.get("delta"), "max_epsilon": config.federated.dp.max_epsilon,
                    "unit": "record-level (one cabin frame) differential privacy, per vehicle, composed over all rounds",
                    "accountants": "vehicle: Opacus RDP; cloud: Flower/dp-accounting RDP (must agree)"},

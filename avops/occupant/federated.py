@@ -41,6 +41,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from avops.occupant import model as net
 from avops.occupant.cabin import FRAMES_FILE, read_frames
 from avops.occupant.config import OccupantConfig
+from avops.occupant.privacy import LEGACY_METRICS_RECORD, METRIC_RECORD, SECAGG_RECORD, UPDATE_RECORD
 from avops.store import atomic_write_json
 
 PRIVACY_LEDGER = "fl_privacy.json"  # in the vehicle: the DP-SGD releases this vehicle's frames took part in
@@ -153,8 +154,8 @@ def client_app(vehicle_root: Path, config: OccupantConfig, fault: str | None = N
                                                     msg.content["config"])
         except BudgetExhausted as exc:
             return Message(Error(code=403, reason=str(exc)), reply_to=msg)
-        content = RecordDict({"arrays": ArrayRecord({k: torch.from_numpy(v) for k, v in weights.items()}),
-                              "metrics": MetricRecord(metrics)})
+        content = RecordDict({UPDATE_RECORD: ArrayRecord({k: torch.from_numpy(v) for k, v in weights.items()}),
+                              METRIC_RECORD: MetricRecord(metrics)})
         if fault == "leak_frame":
             content["debug"] = ConfigRecord({"frame": frame.tobytes(), "note": "debug snapshot"})
         return Message(content, reply_to=msg)
@@ -373,23 +374,19 @@ def run_round(config: OccupantConfig, vehicles: list[Vehicle], initial: dict[str
     return RoundOutcome(weights, grid.uplink, dict(grid.dropped), sorted(set(grid.sent)), metrics, updates)
 
 
-SECAGG_RECORD = "secaggplus_configs"  # Flower's record of the SecAgg+ protocol (keys, encrypted shares, masked vectors)
-LEGACY_METRICS, LEGACY_PARAMS = "fitres.metrics", "fitres.parameters"
-
-
 def update_of(entry: UplinkEntry) -> dict | None:
     """What one uplinked message contributes as a model update: the digests of its weights (in the clear, or
     SecAgg+'s masked vector) and the scalars it reported; None for protocol messages and errors."""
     if entry.error is not None:
         return None
     recs = entry.records
-    if "arrays" in recs and "metrics" in recs:
-        return {"digests": {k: i["sha256"] for k, i in recs["arrays"]["items"].items()},
-                "metrics": {k: i["value"] for k, i in recs["metrics"]["items"].items()}}
+    if UPDATE_RECORD in recs and METRIC_RECORD in recs:
+        return {"digests": {k: i["sha256"] for k, i in recs[UPDATE_RECORD]["items"].items()},
+                "metrics": {k: i["value"] for k, i in recs[METRIC_RECORD]["items"].items()}}
     masked = {k: i["sha256"] for k, i in recs.get(SECAGG_RECORD, {}).get("items", {}).items() if k.startswith("masked_params")}
-    if masked and LEGACY_METRICS in recs:
+    if masked and LEGACY_METRICS_RECORD in recs:
         return {"digests": masked, "masked": True,
-                "metrics": {k: i.get("value") for k, i in recs[LEGACY_METRICS]["items"].items()}}
+                "metrics": {k: i.get("value") for k, i in recs[LEGACY_METRICS_RECORD]["items"].items()}}
     return None
 
 

@@ -23,9 +23,9 @@ ALLOWED_METRICS = frozenset({"num-examples", "train-loss", "epsilon", "dp-steps"
 UPDATE_RECORD, METRIC_RECORD = "arrays", "metrics"
 # Under SecAgg+ (Flower's legacy FitRes records plus the protocol's own): public keys, encrypted key shares, the
 # masked update vector and, to unmask, shares of the keys of vehicles that dropped. Everything else is a finding.
-SECAGG_RECORD = "secaggplus_configs"
+SECAGG_RECORD, LEGACY_METRICS_RECORD = "secaggplus_configs", "fitres.metrics"
 SECAGG_KEYS = frozenset({"pk1", "pk2", "ctxts", "dsts", "masked_params", "nids", "shares"})
-LEGACY_RECORDS = {("fitres.metrics", "config"): "metrics", ("fitres.num_examples", "metrics"): "count",
+LEGACY_RECORDS = {(LEGACY_METRICS_RECORD, "config"): "metrics", ("fitres.num_examples", "metrics"): "count",
                   ("fitres.parameters", "arrays"): "empty", ("fitres.status", "config"): "status", (SECAGG_RECORD, "config"): "secagg"}
 EPSILON_TOLERANCE = 0.05  # relative: the two accountants use different orders and conversions
 

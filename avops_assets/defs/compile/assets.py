@@ -15,6 +15,7 @@ from avops.occupant.config import load_occupant_config
 from avops_assets.defs.curation.assets import PROPAGATE
 from avops_assets.defs.battery.assets import SOH_MODELS
 from avops_assets.defs.maintenance.assets import MODELS as MAINTENANCE_MODELS
+from avops_assets.defs.occupant.assets import DMS_MODEL
 from avops_assets.defs.training.assets import VALIDATED
 from avops_assets.partitions import cohort_partitions
 from resources import AvopsHome, DatasetVersioning, FleetRegistryResource, ModelRegistryResource
@@ -25,8 +26,6 @@ COMPATIBILITY = dg.AssetKey(["compile", "compatibility"])
 MAINTENANCE_ENGINES = dg.AssetKey(["compile", "maintenance_engines"])
 BMS_ENGINES = dg.AssetKey(["compile", "bms_engines"])
 DMS_ENGINES = dg.AssetKey(["compile", "dms_engines"])
-# the gated driver-monitoring model (avops_assets/defs/occupant), partitioned by cohort like the engines
-DMS_MODEL = dg.AssetKey(["occupant", "dms_model"])
 SIL_TARGET = "x86-ecu"
 
 COMMON = dict(group_name="compile", partitions_def=cohort_partitions, code_version=compile_pipeline.COMPILE_VERSION,
